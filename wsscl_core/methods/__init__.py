@@ -1,0 +1,153 @@
+"""Unlearning methods, registered by name.
+
+A method is a small module: a config dataclass with its default hyperparameters (the one
+defaults table that CLI, studio and docs read) and a function that states its losses as
+engine phases. :func:`run_unlearning` gives every method a *copy* of the original model,
+so the original is never touched, and times the unlearning step (RTE).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+import torch
+
+from ..data import Dataset, ForgetSplit
+from ..engine import CancelFlag, EngineOptions, Phase, ProgressFn, RunStats, TrainRecipe, run_phases
+from ..errors import WssclError
+from ..models import Classifier
+
+MAX_LR = 10.0
+
+
+@dataclass
+class MethodConfig:
+    """Base for method configs; fields named ``*lr`` / ``*epochs`` / ``*batch_size`` get checked.
+
+    ``epochs`` must be at least 1; other ``*_epochs`` fields (optional stages) may be 0.
+    """
+
+    def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not math.isfinite(value):
+                raise WssclError(f"{f.name} must be a finite number, got {value}.")
+            if f.name.endswith("lr") and not 0 < value <= MAX_LR:
+                raise WssclError(f"Learning rate {f.name} must be in (0, {MAX_LR:g}], got {value:g}.")
+            min_epochs = 1 if f.name == "epochs" else 0  # a method's optional stages may be switched off
+            if f.name.endswith("epochs") and value < min_epochs:
+                raise WssclError(f"{f.name} must be at least {min_epochs}, got {value}.")
+            if f.name.endswith("batch_size") and value < 1:
+                raise WssclError(f"{f.name} must be at least 1, got {value}.")
+
+
+@dataclass
+class UnlearnContext:
+    """Everything a method may use. ``original`` must not be modified (methods get copies)."""
+
+    original: Classifier
+    data: Dataset
+    split: ForgetSplit
+    model_name: str
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    seed: int = 0
+    on_progress: ProgressFn | None = None
+    cancel: CancelFlag | None = None
+    options: EngineOptions | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.original.parameters()).device
+
+    def copy_original(self) -> Classifier:
+        return copy.deepcopy(self.original)
+
+    def train(self, model: Classifier, phases: list[Phase]) -> RunStats:
+        """Run phases through the one engine with this context's seed, progress and cancel."""
+        return run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress,
+                          cancel=self.cancel, options=self.options)
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    label: str
+    summary: str
+    config_cls: type[MethodConfig]
+    run: Callable[[UnlearnContext, Any], Classifier]
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(name: str, label: str, summary: str, config_cls: type[MethodConfig]):
+    """Decorator: ``@register("ft", "FT", "fine-tune on D_r", FTConfig)`` on ``run(ctx, cfg) -> model``."""
+
+    def wrap(fn: Callable[[UnlearnContext, Any], Classifier]):
+        METHODS[name] = MethodSpec(name, label, summary, config_cls, fn)
+        return fn
+
+    return wrap
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise WssclError(f"Unknown method {name!r}; choose one of {', '.join(METHODS)}.")
+    return METHODS[name]
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None) -> MethodConfig:
+    """The method's defaults with ``overrides`` applied (strings are converted to the field's type)."""
+    spec = get_method(name)
+    cfg = spec.config_cls()
+    types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
+    for key, value in (overrides or {}).items():
+        if key not in types:
+            raise WssclError(f"{spec.label} has no hyperparameter {key!r}; it has {', '.join(types)}.")
+        kind = types[key]
+        try:
+            if kind is bool and isinstance(value, str):
+                value = value.lower() in ("1", "true", "yes", "on")
+            elif kind is not type(None):
+                value = kind(value)
+        except (TypeError, ValueError):
+            raise WssclError(f"{key} must be a {kind.__name__}, got {value!r}.") from None
+        cfg = dataclasses.replace(cfg, **{key: value})
+    cfg.validate()
+    return cfg
+
+
+@dataclass
+class UnlearnOutcome:
+    model: Classifier
+    config: MethodConfig
+    seconds: float
+
+
+def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict | None = None) -> UnlearnOutcome:
+    """Run ``method`` on a copy of ``ctx.original``; the returned time is the unlearning step alone (RTE)."""
+    spec = get_method(method)
+    cfg = config if isinstance(config, MethodConfig) else make_config(method, config)
+    torch.manual_seed(ctx.seed)
+    start = time.perf_counter()
+    model = spec.run(ctx, cfg)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    model.eval()
+    return UnlearnOutcome(model, cfg, seconds)
+
+
+# Importing the modules registers them; the order is the order users see.
+from . import retrain, ft  # noqa: E402,F401

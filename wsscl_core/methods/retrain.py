@@ -1,0 +1,22 @@
+"""Retrain: the gold standard. A fresh model trained on D_r alone with the original recipe."""
+
+from dataclasses import dataclass
+
+import torch
+
+from ..models import Classifier, build_model
+from . import MethodConfig, UnlearnContext, register
+
+
+@dataclass
+class RetrainConfig(MethodConfig):
+    """Retrain repeats the original model's recipe (from its checkpoint); nothing to tune."""
+
+
+@register("retrain", "Retrain", "train from scratch on the retain set (gold standard)", RetrainConfig)
+def retrain(ctx: UnlearnContext, cfg: RetrainConfig) -> Classifier:
+    torch.manual_seed(ctx.seed)
+    d = ctx.data
+    model = build_model(ctx.model_name, d.channels, d.num_classes, d.mean, d.std).to(ctx.device)
+    ctx.train(model, [ctx.recipe.phase(ctx.split.retain, label="Retrain on D_r", name="retrain")])
+    return model

@@ -1,0 +1,168 @@
+"""Unlearning metrics as in shared/METHOD.md: UA, RA, TA, MIA-efficacy, Avg.Gap, plus
+confusion matrices, per-class accuracy and the per-sample confidences behind the MIA.
+
+Evaluation never augments and always runs the model in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Dataset, ForgetSplit, ImageSet
+from .engine import to_float
+
+METRIC_KEYS = ("UA", "RA", "TA", "MIA")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for uint8 images (any device), computed on the model's device, returned on CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model(to_float(images[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def predict_features(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Penultimate features (for UMAP and the contrastive loss), on CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model.features(to_float(images[i:i + batch_size].to(device))).float().cpu()
+           for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in %."""
+    if len(labels) == 0:
+        return float("nan")
+    return 100.0 * float((logits.argmax(1) == labels.cpu()).float().mean())
+
+
+def true_label_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """p(y|x) of the true label: the single feature of SalUn's MIA-efficacy."""
+    probs = torch.softmax(logits.float(), dim=1)
+    return probs.gather(1, labels.cpu().view(-1, 1)).squeeze(1).numpy()
+
+
+def mia_efficacy(conf_retain: np.ndarray, conf_test: np.ndarray, conf_forget: np.ndarray,
+                 max_shadow: int = 10_000, seed: int = 0) -> float:
+    """SalUn's MIA-efficacy: % of forget samples an SVC calls *non-member*.
+
+    The SVC(C=3, gamma='auto', rbf) learns member (retain) vs non-member (test) from the
+    true-label confidence. Both shadow classes use the same count, min(len(test), len(retain),
+    ``max_shadow``), sampled with ``seed``, so the classifier is not biased to one side.
+    """
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(seed)
+    n = min(len(conf_test), len(conf_retain), max_shadow)
+    members = rng.choice(conf_retain, n, replace=False)
+    non_members = rng.choice(conf_test, n, replace=False)
+    x = np.concatenate([members, non_members]).reshape(-1, 1)
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+    pred = clf.predict(np.asarray(conf_forget).reshape(-1, 1))
+    return 100.0 * float((pred == 0).mean())
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    pred = logits.argmax(1).cpu()
+    flat = labels.cpu() * num_classes + pred
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes).numpy()
+
+
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Per-class accuracy in % from a confusion matrix (NaN for a class with no samples)."""
+    totals = cm.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, 100.0 * np.diag(cm) / np.maximum(totals, 1), np.nan)
+
+
+@dataclass
+class Evaluation:
+    """All metrics of one model on one forget split; per-sample confidences kept for plots."""
+
+    UA: float
+    RA: float
+    TA: float
+    MIA: float
+    confusion_test: np.ndarray
+    per_class_test: np.ndarray
+    conf_forget: np.ndarray = field(repr=False)
+    conf_retain: np.ndarray = field(repr=False)
+    conf_test: np.ndarray = field(repr=False)
+    forget_classes: tuple[int, ...] = ()
+    TA_remaining: float | None = None  # class forgetting: test accuracy on the classes kept
+
+    def scores(self) -> dict[str, float]:
+        d = {k: float(getattr(self, k)) for k in METRIC_KEYS}
+        if self.TA_remaining is not None:
+            d["TA_remaining"] = float(self.TA_remaining)
+        return d
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no per-sample arrays)."""
+        return {**self.scores(), "per_class_test": [None if np.isnan(v) else float(v) for v in self.per_class_test],
+                "confusion_test": self.confusion_test.tolist(), "forget_classes": list(self.forget_classes)}
+
+
+def evaluate(model: nn.Module, data: Dataset, split: ForgetSplit, *, seed: int = 0,
+             max_retain_eval: int | None = None) -> Evaluation:
+    """UA, RA, TA and MIA-efficacy of ``model`` for ``split`` (no augmentation).
+
+    ``max_retain_eval`` caps the retain samples scored (a fixed random subset, for speed on
+    large datasets); ``None`` scores all of them.
+    """
+    train: ImageSet = data.train
+    retain_idx = split.retain
+    if max_retain_eval is not None and len(retain_idx) > max_retain_eval:
+        g = torch.Generator().manual_seed(seed)
+        retain_idx = retain_idx[torch.randperm(len(retain_idx), generator=g)[:max_retain_eval]]
+    f_idx, r_idx = split.forget.to(train.images.device), retain_idx.to(train.images.device)
+    logits_f = predict_logits(model, train.images[f_idx])
+    logits_r = predict_logits(model, train.images[r_idx])
+    logits_t = predict_logits(model, data.test.images)
+    y_f, y_r, y_t = train.labels[f_idx].cpu(), train.labels[r_idx].cpu(), data.test.labels.cpu()
+    conf_f, conf_r, conf_t = (true_label_confidence(lg, y) for lg, y in
+                              ((logits_f, y_f), (logits_r, y_r), (logits_t, y_t)))
+    cm = confusion_matrix(logits_t, y_t, data.num_classes)
+    forget_classes = split.spec.classes if split.spec.kind == "class" else ()
+    ta_remaining = None
+    if forget_classes:
+        keep = ~torch.isin(y_t, torch.tensor(forget_classes))
+        ta_remaining = accuracy(logits_t[keep], y_t[keep])
+    return Evaluation(
+        UA=100.0 - accuracy(logits_f, y_f), RA=accuracy(logits_r, y_r), TA=accuracy(logits_t, y_t),
+        MIA=mia_efficacy(conf_r, conf_t, conf_f, seed=seed), confusion_test=cm, per_class_test=per_class_accuracy(cm),
+        conf_forget=conf_f, conf_retain=conf_r, conf_test=conf_t, forget_classes=tuple(forget_classes),
+        TA_remaining=ta_remaining,
+    )
+
+
+def avg_gap(scores: dict[str, float], retrain_scores: dict[str, float]) -> float:
+    """Mean absolute gap to Retrain over UA, RA, TA and MIA (lower is better)."""
+    return float(np.mean([abs(scores[k] - retrain_scores[k]) for k in METRIC_KEYS]))
+
+
+@dataclass
+class RunResult:
+    """A method's outcome: scores, its unlearning time (RTE) and, once Retrain is known, its gap."""
+
+    method: str
+    scores: dict[str, float]
+    rte_s: float
+    avg_gap: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)

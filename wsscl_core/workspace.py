@@ -1,0 +1,86 @@
+"""A dataset plus its original model, ready for unlearning: what the CLI and the studio start from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from .checkpoints import DEFAULT_MODEL_FILE, load_model, model_metadata, read_checkpoint
+from .data import DEFAULT_DATASET, Dataset, ForgetSplit, load_dataset
+from .engine import CancelFlag, EngineOptions, ProgressFn, TrainRecipe, run_phases
+from .errors import WssclError
+from .methods import UnlearnContext
+from .metrics import accuracy, predict_logits
+from .models import Classifier, build_model, pick_device
+
+
+@dataclass
+class Workspace:
+    """The original model θo with the exact dataset it was trained on, both on ``device``."""
+
+    data: Dataset
+    original: Classifier
+    metadata: dict
+    model_name: str
+    recipe: TrainRecipe
+    device: torch.device
+
+    def context(self, split: ForgetSplit, seed: int = 0, on_progress: ProgressFn | None = None,
+                cancel: CancelFlag | None = None, options: EngineOptions | None = None) -> UnlearnContext:
+        return UnlearnContext(self.original, self.data, split, self.model_name, self.recipe, seed,
+                              on_progress, cancel, options)
+
+
+def check_same_data(metadata: dict, data: Dataset) -> None:
+    """Refuse a checkpoint whose recorded train-set fingerprint differs from ``data``'s.
+
+    Unlearning presumes θo was trained on exactly retain ∪ forget; a silent mismatch makes
+    every metric meaningless.
+    """
+    recorded = (metadata.get("dataset") or {}).get("fingerprint")
+    if recorded and recorded != data.fingerprint():
+        raise WssclError(f"This checkpoint was trained on a different train set ({metadata['dataset'].get('name')}, "
+                         f"fingerprint {recorded}) than {data.name} (fingerprint {data.fingerprint()}). "
+                         "Unlearning needs the exact data the model was trained on.")
+
+
+def open_workspace(checkpoint: str | Path | bytes | BinaryIO | None = None, dataset: str | Dataset | None = None,
+                   model_name: str | None = None, device: str | torch.device = "auto",
+                   data_root: str | None = None) -> Workspace:
+    """Load (by default) the shipped original model and the shipped dataset."""
+    device = pick_device(device) if isinstance(device, str) else device
+    checkpoint = DEFAULT_MODEL_FILE if checkpoint is None else checkpoint
+    if isinstance(dataset, Dataset):
+        data = dataset
+    else:
+        if dataset is None and isinstance(checkpoint, (str, Path)):
+            dataset = (read_checkpoint(checkpoint)[1].get("dataset") or {}).get("name") or DEFAULT_DATASET
+        data = load_dataset(dataset or DEFAULT_DATASET, root=data_root)
+    model, meta = load_model(checkpoint, dataset=data, model_name=model_name, device=device)
+    check_same_data(meta, data)
+    recipe = TrainRecipe.from_dict(meta.get("recipe"))
+    return Workspace(data.to(device), model.eval(), meta, meta["model"], recipe, device)
+
+
+def train_original(data: Dataset, model_name: str = "compact", recipe: TrainRecipe | None = None, seed: int = 0,
+                   device: str | torch.device = "auto", on_progress: ProgressFn | None = None,
+                   cancel: CancelFlag | None = None, options: EngineOptions | None = None) -> tuple[Classifier, dict]:
+    """Train θo on the whole train split; returns the model and checkpoint metadata (recipe, test accuracy)."""
+    device = pick_device(device) if isinstance(device, str) else device
+    recipe = recipe or TrainRecipe()
+    torch.manual_seed(seed)
+    model = build_model(model_name, data.channels, data.num_classes, data.mean, data.std).to(device)
+    on_device = data.to(device)
+    start = time.perf_counter()
+    run_phases(model, on_device, [recipe.phase(torch.arange(len(data.train)), label="Training the original model")],
+               seed=seed, on_progress=on_progress, cancel=cancel, options=options)
+    seconds = time.perf_counter() - start
+    test_acc = accuracy(predict_logits(model, on_device.test.images), on_device.test.labels)
+    meta = model_metadata(model_name, data, recipe=recipe.to_dict(), seed=seed, method="original",
+                          metrics={"TA": test_acc}, train_seconds=round(seconds, 2), device=str(device))
+    return model.eval(), meta
+
