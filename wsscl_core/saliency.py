@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, ForgetSplit
-from .engine import to_float
+from .engine import CancelFlag, check_cancel, to_float
 from .errors import WssclError
 
 SOFT_NORMALISATIONS = {
@@ -42,18 +42,29 @@ def forget_gradients(model: nn.Module, data: Dataset, forget_idx: torch.Tensor,
     """
     if forget_idx.numel() == 0:
         raise WssclError("The forget set is empty, so there is no saliency to compute.")
+    return loss_gradients(model, data, forget_idx, batch_size, reduction="mean")
+
+
+def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch_size: int = 256,
+                   reduction: str = "mean", cancel: CancelFlag | None = None) -> dict[str, torch.Tensor]:
+    """Cross-entropy gradients of train samples ``indices`` summed over batches, in eval mode, no augmentation.
+
+    ``reduction`` is the per-batch reduction: "mean" sums batch means (SalUn's saliency),
+    "sum" gives the exact sum of per-sample gradients (influence unlearning).
+    """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     sums = {n: torch.zeros_like(p) for n, p in named}
     device = next(model.parameters()).device
     images, labels = data.train.images, data.train.labels
-    idx_all = forget_idx.to(images.device)
+    idx_all = indices.to(images.device)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(idx_all), batch_size):
+            check_cancel(cancel)
             idx = idx_all[start:start + batch_size]
             x = to_float(images[idx].to(device))
-            loss = F.cross_entropy(model(x), labels[idx].to(device))
+            loss = F.cross_entropy(model(x), labels[idx].to(device), reduction=reduction)
             for (name, _), g in zip(named, torch.autograd.grad(loss, [p for _, p in named])):
                 sums[name] += g
     finally:
@@ -61,10 +72,14 @@ def forget_gradients(model: nn.Module, data: Dataset, forget_idx: torch.Tensor,
     return sums
 
 
+def check_mask_ratio(ratio: float) -> None:
+    if not 0.0 < ratio <= 1.0:
+        raise WssclError(f"The mask ratio (fraction of weights updated) must be in (0, 1], got {ratio}.")
+
+
 def hard_mask(grads: dict[str, torch.Tensor], ratio: float = 0.5) -> dict[str, torch.Tensor]:
     """1.0 for the global top ``ratio`` fraction of |g| over all parameters together, else 0.0."""
-    if not 0.0 < ratio <= 1.0:
-        raise WssclError(f"The mask ratio must be in (0, 1], got {ratio}.")
+    check_mask_ratio(ratio)
     flat = torch.cat([g.abs().flatten() for g in grads.values()])
     keep = int(round(ratio * flat.numel()))
     chosen = torch.zeros_like(flat)

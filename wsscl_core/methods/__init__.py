@@ -150,4 +150,4 @@ def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict
 
 
 # Importing the modules registers them; the order is the order users see.
-from . import retrain, ft  # noqa: E402,F401
+from . import retrain, ft, rl, ga, l1_sparse, iu, bs, be, salun, contrastive  # noqa: E402,F401

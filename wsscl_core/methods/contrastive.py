@@ -1,0 +1,103 @@
+"""CL, WS-CL and WSS-CL: the paper's two-stage method and its ablations, one code path.
+
+Stage 1 drives the output on D_f to the uniform distribution (KL to uniform). Stage 2
+alternates, each epoch, a contrastive forget round (Eq. 7: a forget sample is pulled to its
+own augmented view and pushed away from retain samples) with a short cross-entropy retain
+round. The three methods differ only in the weight mask applied to every update of both
+stages: none (CL), the hard saliency mask (WS-CL) or the soft one (WSS-CL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..engine import Phase, Round, cross_entropy_loss
+from ..errors import WssclError
+from ..models import Classifier
+from ..saliency import (DEFAULT_SOFT_NORMALISATION, SOFT_NORMALISATIONS, check_mask_ratio, forget_gradients,
+                        hard_mask, soft_mask)
+from . import MethodConfig, UnlearnContext, register
+from .losses import contrastive_round_loss, kl_to_uniform
+
+
+@dataclass
+class CLConfig(MethodConfig):
+    stage1_epochs: int = 1
+    stage1_lr: float = 0.01
+    epochs: int = 1  # stage 2
+    lr: float = 0.01  # stage 2
+    tau: float = 1.4
+    representation: str = "features"
+    retain_steps: int = 8  # retain batches per stage-2 epoch
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+
+    def validate(self) -> None:
+        super().validate()
+        if self.representation not in ("features", "logits"):
+            raise WssclError(f"representation must be 'features' or 'logits', got {self.representation!r}.")
+        if self.tau <= 0:
+            raise WssclError(f"The temperature tau must be positive, got {self.tau}.")
+        if self.retain_steps < 1:
+            raise WssclError(f"retain_steps must be at least 1, got {self.retain_steps}.")
+
+
+@dataclass
+class WSCLConfig(CLConfig):
+    mask_ratio: float = 0.5
+
+    def validate(self) -> None:
+        super().validate()
+        check_mask_ratio(self.mask_ratio)
+
+
+@dataclass
+class WSSCLConfig(CLConfig):
+    mask_normalisation: str = DEFAULT_SOFT_NORMALISATION
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mask_normalisation not in SOFT_NORMALISATIONS:
+            raise WssclError(f"mask_normalisation must be one of {', '.join(SOFT_NORMALISATIONS)}, "
+                             f"got {self.mask_normalisation!r}.")
+
+
+def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> Classifier:
+    """Stage 1 (KL to uniform on D_f), then stage 2 (contrastive forget + CE retain), both under ``mask``."""
+    model = ctx.copy_original()
+    split = ctx.split
+    common = dict(batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)
+    phases = []
+    if cfg.stage1_epochs:
+        phases.append(Phase("stage1", "Stage 1: KL forgetting",
+                            [Round("forget", split.forget, kl_to_uniform, "forget")],
+                            epochs=cfg.stage1_epochs, lr=cfg.stage1_lr, **common))
+    phases.append(Phase("stage2", "Stage 2: adversarial fine-tuning", [
+        Round("forget", split.forget, contrastive_round_loss(cfg.representation, cfg.tau), "forget",
+              two_views=True, negatives=split.retain),
+        Round("retain", split.retain, cross_entropy_loss, "retain", max_steps=cfg.retain_steps),
+    ], epochs=cfg.epochs, lr=cfg.lr, **common))
+    ctx.train(model, phases)
+    return model
+
+
+def _forget_gradients(ctx: UnlearnContext) -> dict[str, torch.Tensor]:
+    return forget_gradients(ctx.original, ctx.data, ctx.split.forget)
+
+
+@register("cl", "CL", "KL-to-uniform on D_f, then contrastive forgetting with retain fine-tuning (no mask)", CLConfig)
+def contrastive_learning(ctx: UnlearnContext, cfg: CLConfig) -> Classifier:
+    return two_stage_unlearning(ctx, cfg, None)
+
+
+@register("wscl", "WS-CL", "CL restricted to the hard saliency mask", WSCLConfig)
+def weight_saliency_cl(ctx: UnlearnContext, cfg: WSCLConfig) -> Classifier:
+    return two_stage_unlearning(ctx, cfg, hard_mask(_forget_gradients(ctx), cfg.mask_ratio))
+
+
+@register("wsscl", "WSS-CL", "CL with every update scaled by the soft saliency mask (the paper's method)", WSSCLConfig)
+def weight_soft_saliency_cl(ctx: UnlearnContext, cfg: WSSCLConfig) -> Classifier:
+    return two_stage_unlearning(ctx, cfg, soft_mask(_forget_gradients(ctx), cfg.mask_normalisation))

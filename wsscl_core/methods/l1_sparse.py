@@ -1,0 +1,42 @@
+"""ℓ1-sparse: fine-tune on D_r with an ℓ1 penalty α_t‖θ‖₁ whose weight decays linearly to 0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..engine import Batch, LossFn, Phase, Round, StepOutput, cross_entropy_loss
+from ..models import Classifier
+from . import MethodConfig, UnlearnContext, register
+
+
+@dataclass
+class L1SparseConfig(MethodConfig):
+    epochs: int = 3
+    lr: float = 0.01
+    alpha: float = 5e-4
+    batch_size: int = 256
+    weight_decay: float = 5e-4
+
+
+def l1_penalised_cross_entropy(alpha: float) -> LossFn:
+    """CE + α(1 − progress)‖θ‖₁: strong sparsity early (to drop D_f-specific weights), none at the end."""
+
+    def loss(model: nn.Module, batch: Batch) -> StepOutput:
+        out = cross_entropy_loss(model, batch)
+        l1 = sum(p.abs().sum() for p in model.parameters())
+        penalty = alpha * (1.0 - batch.progress) * l1
+        return StepOutput(out.loss + penalty, {**out.terms, "l1": l1.detach()}, out.logits)
+
+    return loss
+
+
+@register("l1_sparse", "ℓ1-sparse", "fine-tune on the retain set with a decaying ℓ1 penalty on the weights",
+          L1SparseConfig)
+def l1_sparse(ctx: UnlearnContext, cfg: L1SparseConfig) -> Classifier:
+    model = ctx.copy_original()
+    ctx.train(model, [Phase("l1_sparse", "ℓ1-sparse fine-tuning on D_r",
+                            [Round("retain", ctx.split.retain, l1_penalised_cross_entropy(cfg.alpha), "retain")],
+                            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)])
+    return model

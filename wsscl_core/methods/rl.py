@@ -1,0 +1,36 @@
+"""RL: relabel D_f with uniformly random classes and fine-tune, alternating with a pass over D_r."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..engine import Phase, Round, cross_entropy_loss
+from ..models import Classifier
+from . import MethodConfig, UnlearnContext, register
+from .losses import random_label_cross_entropy
+
+
+@dataclass
+class RLConfig(MethodConfig):
+    epochs: int = 3
+    lr: float = 0.01
+    batch_size: int = 256
+    weight_decay: float = 5e-4
+
+
+def random_label_training(ctx: UnlearnContext, cfg: RLConfig, mask: dict[str, torch.Tensor] | None,
+                          label: str) -> Classifier:
+    """Each epoch: one pass over D_f with random labels, then one pass over D_r (shared by RL and SalUn)."""
+    model = ctx.copy_original()
+    ctx.train(model, [Phase("random_labels", label, [
+        Round("forget", ctx.split.forget, random_label_cross_entropy, "forget"),
+        Round("retain", ctx.split.retain, cross_entropy_loss, "retain"),
+    ], epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)])
+    return model
+
+
+@register("rl", "RL", "random labels on the forget set, alternating with fine-tuning on the retain set", RLConfig)
+def random_labels(ctx: UnlearnContext, cfg: RLConfig) -> Classifier:
+    return random_label_training(ctx, cfg, None, "Random labels on D_f, then D_r")
