@@ -10,7 +10,7 @@ from wsscl_core.data import Dataset, load_dataset
 from wsscl_core.engine import TrainRecipe
 from wsscl_core.workspace import Workspace, open_workspace, train_original
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # small models, shared CPUs: one thread avoids oversubscription stalls
 
 DIGITS_RECIPE = TrainRecipe(epochs=12, lr=0.05, batch_size=64)
 

@@ -12,7 +12,6 @@ import os
 import pickle
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,6 +51,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict) -> Path:
             torch.save(_payload(model, metadata), fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -104,11 +106,13 @@ def read_checkpoint(source: str | Path | bytes | BinaryIO) -> tuple[dict[str, to
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise WssclError(f"{name} is not a readable PyTorch checkpoint: {str(exc).splitlines()[0][:200]}") from None
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
         raise WssclError(f"{name} was refused: it contains Python objects other than tensors and plain data, "
                          f"which could run code when loaded. ({detail.strip()[:200]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # the legacy and zip readers fail in many ways on foreign bytes
         raise WssclError(f"{name} is not a readable PyTorch checkpoint (truncated or a different file type): "
                          f"{str(exc).splitlines()[0][:200]}") from None
     return _unwrap(obj)

@@ -345,9 +345,9 @@ def run_phases(
                         emit("step", phase, index, epoch, step)
                         next_report = time.perf_counter() + options.report_every_s
         emit("phase_end", phase, index, phase.epochs, step)
+        if index == len(phases) - 1:
+            emit("end", phase, index, phase.epochs, step)
         done_before += total
-    if phases:
-        emit("end", phases[-1], len(phases) - 1, phases[-1].epochs, phases[-1].total_steps())
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return RunStats(time.perf_counter() - start, done_before, last_losses)

@@ -1,0 +1,99 @@
+"""Retrain and FT through the registry, parameter validation, and the CLI end to end on digits."""
+
+import json
+
+import pytest
+import torch
+
+from wsscl_core.__main__ import main
+from wsscl_core.bench import per_class_markdown, run_benchmark, table_markdown, write_outputs
+from wsscl_core.checkpoints import save_checkpoint
+from wsscl_core.data import ForgetSpec, make_forget_split
+from wsscl_core.errors import WssclError
+from wsscl_core.methods import make_config, run_unlearning
+from wsscl_core.metrics import evaluate
+
+
+def _split(ws, text="random:0.1", seed=0):
+    return make_forget_split(ws.data.train.labels, ForgetSpec.parse(text, seed), ws.data.num_classes)
+
+
+def test_retrain_trains_only_on_retain(digits_workspace, monkeypatch):
+    import wsscl_core.engine as engine
+
+    ws = digits_workspace
+    split = _split(ws, "class:4")
+    seen = []
+    original_to_float = engine.to_float
+
+    def spy(images):
+        seen.append(images)
+        return original_to_float(images)
+
+    monkeypatch.setattr(engine, "to_float", spy)
+    out = run_unlearning("retrain", ws.context(split), {})
+    forget_images = {bytes(img.numpy()) for img in ws.data.train.images[split.forget]}
+    retain_images = {bytes(img.numpy()) for img in ws.data.train.images[split.retain]}
+    batched = {bytes(img.numpy()) for batch in seen for img in batch.to(torch.uint8)}
+    assert batched <= retain_images and not (batched & (forget_images - retain_images))
+    ev = evaluate(out.model, ws.data, split)
+    assert ev.UA == 100.0  # a class never seen is never predicted
+    assert ev.TA_remaining > 85
+
+
+def test_ft_keeps_retain_accuracy_and_leaves_original_alone(digits_workspace):
+    ws = digits_workspace
+    split = _split(ws)
+    before = {k: v.clone() for k, v in ws.original.state_dict().items()}
+    out = run_unlearning("ft", ws.context(split), {"epochs": 2})
+    assert evaluate(out.model, ws.data, split).RA > 90
+    assert all(torch.equal(before[k], v) for k, v in ws.original.state_dict().items())
+    assert out.seconds > 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr": 0}, "Learning rate"), ({"lr": 1e6}, "Learning rate"), ({"epochs": 0}, "at least 1"),
+    ({"lr": "fast"}, "must be a float"), ({"momentum": 0.5}, "no hyperparameter"), ({"lr": float("nan")}, "finite"),
+])
+def test_bad_hyperparameters_are_refused(overrides, message):
+    with pytest.raises(WssclError, match=message):
+        make_config("ft", overrides)
+
+
+def test_unknown_method():
+    with pytest.raises(WssclError, match="Unknown method"):
+        make_config("forget-everything")
+
+
+def test_benchmark_tables(digits_workspace, tmp_path):
+    result = run_benchmark(digits_workspace, ["retrain", "ft"], "class:1", [0, 1], {"ft": {"epochs": 1}})
+    table = table_markdown(result)
+    assert "| Retrain |" in table and "| FT |" in table and "±" in table and "TA (kept classes)" in table
+    ft_rows = result.of("ft")
+    assert len(ft_rows) == 2 and all(r.avg_gap >= 0 for r in ft_rows)
+    assert all(r.avg_gap == 0 for r in result.of("retrain"))
+    assert "1*" in per_class_markdown(result)
+    csv_path, json_path = write_outputs(result, tmp_path)
+    assert len(csv_path.read_text().splitlines()) == 5
+    assert json.loads(json_path.read_text())["rows"][0]["method"] == "retrain"
+
+
+def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):
+    model, meta = digits_trained
+    ckpt = save_checkpoint(tmp_path / "orig.pt", model, meta)
+    out = tmp_path / "ft.pt"
+    assert main(["unlearn", "--checkpoint", str(ckpt), "--method", "ft", "--forget", "class:2",
+                 "--set", "epochs=1", "--out", str(out), "--device", "cpu"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(scores) >= {"UA", "RA", "TA", "MIA", "rte_s"}
+    assert out.is_file() and json.loads(out.with_suffix(".json").read_text())["method"] == "ft"
+    assert main(["unlearn", "--checkpoint", str(ckpt), "--method", "ft", "--forget", "random:2"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_help_on_every_command(capsys):
+    for cmd in ("train", "unlearn", "bench"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        assert "--seed" in capsys.readouterr().out

@@ -1,0 +1,115 @@
+"""The training engine: augmentation, masks, progress, cancel, divergence, determinism."""
+
+import copy
+import threading
+
+import pytest
+import torch
+
+from wsscl_core.engine import (Phase, Round, StepOutput, TrainRecipe, augment_batch, cross_entropy_loss,
+                               run_phases)
+from wsscl_core.errors import RunCancelled, RunDiverged
+from wsscl_core.models import build_model
+
+
+def _fresh(digits, seed=0):
+    torch.manual_seed(seed)
+    return build_model("compact", digits.channels, digits.num_classes, digits.mean, digits.std)
+
+
+def test_augment_is_a_shifted_and_flipped_copy():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
+    g = torch.Generator().manual_seed(0)
+    out = augment_batch(x, padding=1, flip=True, generator=g)
+    assert out.shape == x.shape
+    for i in range(2):
+        # every output pixel is either padding (0) or a pixel of the same image
+        assert set(out[i].unique().tolist()) <= set(x[i].unique().tolist()) | {0.0}
+    assert torch.equal(augment_batch(x, 0, False, g), x)
+
+
+def test_same_seed_same_result_on_cpu(digits):
+    recipe = TrainRecipe(epochs=1, batch_size=128)
+    idx = torch.arange(len(digits.train))
+    a, b = _fresh(digits), _fresh(digits)
+    run_phases(a, digits, [recipe.phase(idx)], seed=3)
+    run_phases(b, digits, [recipe.phase(idx)], seed=3)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+def test_progress_events_cover_the_run(digits):
+    events = []
+    phases = [Phase("one", "First", [Round("r", torch.arange(300), cross_entropy_loss, "retain")], epochs=2, lr=0.01,
+                    batch_size=100),
+              Phase("two", "Second", [Round("f", torch.arange(300, 400), cross_entropy_loss, "forget")], epochs=1,
+                    lr=0.01, batch_size=50)]
+    stats = run_phases(_fresh(digits), digits, phases, on_progress=events.append)
+    assert stats.steps == 2 * 3 + 2
+    ends = [e for e in events if e.kind == "phase_end"]
+    assert [e.phase for e in ends] == ["one", "two"]
+    assert ends[0].step == ends[0].total_steps == 6
+    assert "retain_acc" in ends[0].metrics and "forget_acc" in ends[1].metrics
+    assert events[-1].kind == "end" and events[-1].fraction_done == pytest.approx(1.0)
+    assert all(e.eta_s is None or e.eta_s >= 0 for e in events)
+
+
+def test_cancel_stops_between_steps(digits):
+    flag = threading.Event()
+    seen = []
+
+    def on_progress(e):
+        seen.append(e)
+        if e.kind == "step":
+            flag.set()
+
+    model = _fresh(digits)
+    recipe = TrainRecipe(epochs=50, batch_size=16)
+    with pytest.raises(RunCancelled):
+        run_phases(model, digits, [recipe.phase(torch.arange(len(digits.train)))], on_progress=on_progress,
+                   cancel=flag)
+    steps_done = max(e.step for e in seen)
+    assert steps_done < recipe.phase(torch.arange(len(digits.train))).total_steps() // 10
+
+
+def test_cancel_before_start_changes_nothing(digits):
+    model = _fresh(digits)
+    before = copy.deepcopy(model.state_dict())
+    flag = threading.Event()
+    flag.set()
+    with pytest.raises(RunCancelled):
+        run_phases(model, digits, [TrainRecipe(epochs=1).phase(torch.arange(100))], cancel=flag)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_zero_mask_freezes_weights_including_decay_and_momentum(digits):
+    model = _fresh(digits)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    mask = {name: torch.zeros_like(p) if name.startswith("body.0") else torch.ones_like(p)
+            for name, p in model.named_parameters()}
+    phase = Phase("m", "Masked", [Round("r", torch.arange(400), cross_entropy_loss)], epochs=2, lr=0.05,
+                  batch_size=64, momentum=0.9, weight_decay=5e-2, mask=mask)
+    run_phases(model, digits, [phase])
+    for name, p in model.named_parameters():
+        if name.startswith("body.0"):
+            assert torch.equal(p, before[name]), f"{name} moved under a zero mask"
+        elif name.endswith("weight"):
+            assert not torch.equal(p, before[name]), f"{name} did not train"
+
+
+def test_divergence_stops_the_run(digits):
+    def exploding(model, batch):
+        logits = model(batch.x)
+        return StepOutput(logits.sum() * float("inf"), {}, logits)
+
+    phase = Phase("x", "Exploding", [Round("r", torch.arange(200), exploding)], epochs=1, lr=0.1, batch_size=50)
+    with pytest.raises(RunDiverged, match="diverged"):
+        run_phases(_fresh(digits), digits, [phase])
+
+
+def test_empty_round_is_refused(digits):
+    from wsscl_core.errors import WssclError
+
+    phase = Phase("x", "Empty", [Round("r", torch.arange(0), cross_entropy_loss)], epochs=1, lr=0.1)
+    with pytest.raises(WssclError, match="no samples"):
+        run_phases(_fresh(digits), digits, [phase])
