@@ -27,8 +27,8 @@ from .losses import contrastive_round_loss, kl_to_uniform
 class CLConfig(MethodConfig):
     stage1_epochs: int = 1
     stage1_lr: float = 0.01
-    epochs: int = 1  # stage 2
-    lr: float = 0.01  # stage 2
+    stage2_epochs: int = 1
+    stage2_lr: float = 0.01
     tau: float = 1.4
     representation: str = "features"
     retain_steps: int = 8  # retain batches per stage-2 epoch
@@ -37,6 +37,8 @@ class CLConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.stage1_epochs + self.stage2_epochs < 1:
+            raise WssclError("Both stages are switched off (0 epochs each); give at least one stage an epoch.")
         if self.representation not in ("features", "logits"):
             raise WssclError(f"representation must be 'features' or 'logits', got {self.representation!r}.")
         if self.tau <= 0:
@@ -75,11 +77,12 @@ def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, tor
         phases.append(Phase("stage1", "Stage 1: KL forgetting",
                             [Round("forget", split.forget, kl_to_uniform, "forget")],
                             epochs=cfg.stage1_epochs, lr=cfg.stage1_lr, **common))
-    phases.append(Phase("stage2", "Stage 2: adversarial fine-tuning", [
-        Round("forget", split.forget, contrastive_round_loss(cfg.representation, cfg.tau), "forget",
-              two_views=True, negatives=split.retain),
-        Round("retain", split.retain, cross_entropy_loss, "retain", max_steps=cfg.retain_steps),
-    ], epochs=cfg.epochs, lr=cfg.lr, **common))
+    if cfg.stage2_epochs:
+        phases.append(Phase("stage2", "Stage 2: adversarial fine-tuning", [
+            Round("forget", split.forget, contrastive_round_loss(cfg.representation, cfg.tau), "forget",
+                  two_views=True, negatives=split.retain),
+            Round("retain", split.retain, cross_entropy_loss, "retain", max_steps=cfg.retain_steps),
+        ], epochs=cfg.stage2_epochs, lr=cfg.stage2_lr, **common))
     ctx.train(model, phases)
     return model
 
