@@ -130,3 +130,15 @@ def test_metadata_is_weights_only_safe(digits, trained_copy):
     meta = model_metadata("compact", digits, recipe={"epochs": 1}, metrics={"TA": 1.0})
     state, loaded = read_checkpoint(checkpoint_bytes(trained_copy, meta))
     assert loaded["dataset"]["name"] == "digits" and "head.weight" in state
+
+
+def test_cli_refuses_code_carrying_checkpoint(tmp_path, capsys):
+    from wsscl_core.__main__ import main
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _WritesMarker(str(marker))}, evil)
+    assert main(["unlearn", "--checkpoint", str(evil), "--dataset", "digits", "--method", "ft",
+                 "--forget", "class:1", "--device", "cpu"]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()

@@ -97,3 +97,12 @@ def test_cli_help_on_every_command(capsys):
             main([cmd, "--help"])
         assert exc.value.code == 0
         assert "--seed" in capsys.readouterr().out
+
+
+def test_batch_larger_than_forget_set_runs_as_one_batch(digits_workspace):
+    ws = digits_workspace
+    split = _split(ws, "random:0.01")  # 14 samples
+    events = []
+    ctx = ws.context(split, on_progress=events.append)
+    out = run_unlearning("ft", ctx, {"epochs": 1, "batch_size": 100_000})
+    assert events[-1].total_steps == 1 and out.model is not ws.original
