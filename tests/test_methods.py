@@ -1,0 +1,175 @@
+import threading
+
+import pytest
+import torch
+
+import wsscl_core.engine as engine
+from wsscl_core.data import ForgetSpec, make_forget_split
+from wsscl_core.engine import TrainRecipe
+from wsscl_core.errors import RunCancelled, WssclError
+from wsscl_core.methods import make_config, method_names, run_unlearning
+from wsscl_core.methods.iu import woodfisher_inverse_product
+from wsscl_core.methods.losses import contrastive_forget_loss
+from wsscl_core.metrics import accuracy, predict_logits
+from wsscl_core.saliency import forget_gradients, hard_mask
+
+PAPER_ORDER = ["retrain", "ft", "rl", "ga", "l1_sparse", "iu", "bs", "be", "salun", "cl", "wscl", "wsscl"]
+SHORT = {  # small schedules: every method in a second or two on digits
+    "retrain": {}, "ft": {"epochs": 1}, "rl": {"epochs": 1}, "ga": {"epochs": 1}, "l1_sparse": {"epochs": 1},
+    "iu": {"fisher_samples": 64}, "bs": {"epochs": 1}, "be": {"epochs": 1}, "salun": {"epochs": 1},
+    "cl": {"retain_steps": 2}, "wscl": {"retain_steps": 2}, "wsscl": {"retain_steps": 2},
+}
+
+
+@pytest.fixture()
+def ctx_for(digits_workspace):
+    """A context on the digits workspace with a one-epoch recipe (Retrain stays fast)."""
+    digits_workspace.recipe = TrainRecipe(epochs=1, lr=0.05, batch_size=64)
+
+    def make(forget: str = "random:0.1", **kwargs):
+        data = digits_workspace.data
+        split = make_forget_split(data.train.labels, ForgetSpec.parse(forget, 0), data.num_classes)
+        return digits_workspace.context(split, 0, **kwargs)
+
+    return make
+
+
+def _accuracy_on(model, ctx, idx) -> float:
+    return accuracy(predict_logits(model, ctx.data.train.images[idx]), ctx.data.train.labels[idx])
+
+
+def _entropy_on(model, ctx, idx) -> float:
+    p = torch.softmax(predict_logits(model, ctx.data.train.images[idx]), 1)
+    return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+
+
+def test_methods_are_registered_in_the_papers_table_order():
+    assert method_names() == PAPER_ORDER
+
+
+@pytest.mark.parametrize("method", PAPER_ORDER)
+def test_every_method_changes_a_copy_and_keeps_the_output_size(ctx_for, method):
+    ctx = ctx_for()
+    before = {k: v.clone() for k, v in ctx.original.state_dict().items()}
+    out = run_unlearning(method, ctx, SHORT[method])
+    assert all(torch.equal(before[k], v) for k, v in ctx.original.state_dict().items()), "original was modified"
+    after = out.model.state_dict()
+    assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    assert out.seconds > 0 and not out.model.training
+
+
+def test_ga_lowers_forget_accuracy(ctx_for):
+    ctx = ctx_for()
+    out = run_unlearning("ga", ctx, {"epochs": 3, "lr": 0.05, "batch_size": 32})
+    assert _accuracy_on(out.model, ctx, ctx.split.forget) < _accuracy_on(ctx.original, ctx, ctx.split.forget) - 20
+
+
+def test_ft_keeps_retain_accuracy(ctx_for):
+    ctx = ctx_for()
+    out = run_unlearning("ft", ctx, {"epochs": 2})
+    assert _accuracy_on(out.model, ctx, ctx.split.retain) >= _accuracy_on(ctx.original, ctx, ctx.split.retain) - 2
+
+
+def test_wsscl_stage1_raises_forget_entropy(ctx_for):
+    ctx = ctx_for()
+    out = run_unlearning("wsscl", ctx, {"stage2_epochs": 0, "stage1_epochs": 5, "stage1_lr": 0.1, "batch_size": 32})
+    assert _entropy_on(out.model, ctx, ctx.split.forget) > _entropy_on(ctx.original, ctx, ctx.split.forget) + 0.3
+
+
+def test_wsscl_reports_both_stages_by_name(ctx_for):
+    events = []
+    run_unlearning("wsscl", ctx_for(on_progress=events.append), SHORT["wsscl"])
+    assert [(e.phase, e.phase_label) for e in events if e.kind == "phase_end"] == [
+        ("stage1", "Stage 1: KL forgetting"), ("stage2", "Stage 2: adversarial fine-tuning")]
+
+
+def test_class_forgetting_with_salun_forgets_the_class(ctx_for):
+    ctx = ctx_for("class:3")
+    out = run_unlearning("salun", ctx, {"epochs": 2})
+    assert _accuracy_on(out.model, ctx, ctx.split.forget) < 20
+
+
+def test_be_removes_the_extra_class(ctx_for):
+    ctx = ctx_for()
+    out = run_unlearning("be", ctx, SHORT["be"])
+    assert out.model.output_layer().out_features == ctx.data.num_classes
+    assert predict_logits(out.model, ctx.data.test.images[:5]).shape == (5, ctx.data.num_classes)
+
+
+def test_retrain_never_sees_a_forget_sample(ctx_for, monkeypatch):
+    seen = []
+    plain_loss = engine.cross_entropy_loss
+
+    def recording_loss(model, batch):
+        seen.append(batch.index.clone())
+        return plain_loss(model, batch)
+
+    monkeypatch.setattr(engine, "cross_entropy_loss", recording_loss)
+    ctx = ctx_for()
+    run_unlearning("retrain", ctx)
+    seen_idx = torch.cat(seen)
+    assert seen_idx.numel() == ctx.split.num_retain
+    assert not torch.isin(seen_idx, ctx.split.forget).any()
+
+
+def test_hard_mask_keeps_masked_weights_bit_identical(ctx_for):
+    ctx = ctx_for()
+    out = run_unlearning("wscl", ctx, {"retain_steps": 2, "stage1_lr": 0.05, "stage2_lr": 0.05})
+    mask = hard_mask(forget_gradients(ctx.original, ctx.data, ctx.split.forget), 0.5)
+    original = dict(ctx.original.named_parameters())
+    moved = 0
+    for name, p in out.model.named_parameters():
+        frozen = mask[name] == 0
+        assert torch.equal(p[frozen], original[name][frozen]), f"masked weights of {name} moved"
+        moved += int((p[~frozen] != original[name][~frozen]).sum())
+    assert moved > 0
+
+
+def test_contrastive_loss_matches_a_hand_computed_value():
+    tau = 1.4
+    z = torch.tensor([[3.0, 0.0]])  # unnormalised on purpose: the loss uses cosine similarity
+    z_view = torch.tensor([[0.6, 0.8]])
+    z_neg = torch.tensor([[0.0, 2.0], [-1.0, 0.0]])
+    pos, negs = torch.tensor(0.6 / tau), torch.tensor([0.0, -1.0 / tau])
+    expected = -torch.log(pos.exp() / (pos.exp() + negs.exp().sum()))
+    torch.testing.assert_close(contrastive_forget_loss(z, z_view, z_neg, tau), expected)
+
+
+def test_woodfisher_matches_the_recursion():
+    gen = torch.Generator().manual_seed(0)
+    grads = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    v = torch.randn(5, generator=gen, dtype=torch.float64)
+    inverse = torch.eye(5, dtype=torch.float64)
+    for g in grads:
+        u = inverse @ g
+        inverse = inverse - torch.outer(u, u) / (len(grads) + g @ u)
+    torch.testing.assert_close(woodfisher_inverse_product(v, grads), inverse @ v)
+
+
+def test_iu_reports_progress_and_stops_on_cancel(ctx_for):
+    events = []
+    run_unlearning("iu", ctx_for(on_progress=events.append), SHORT["iu"])
+    assert events[0].kind == "start" and events[-1].kind == "end" and events[-1].fraction_done == 1.0
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(RunCancelled):
+        run_unlearning("iu", ctx_for(cancel=cancel), SHORT["iu"])
+
+
+def test_same_seed_same_result(ctx_for):
+    first = run_unlearning("rl", ctx_for(), SHORT["rl"]).model.state_dict()
+    second = run_unlearning("rl", ctx_for(), SHORT["rl"]).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("method, overrides, message", [
+    ("wsscl", {"representation": "pixels"}, "representation"),
+    ("wsscl", {"mask_normalisation": "sideways"}, "mask_normalisation"),
+    ("wscl", {"mask_ratio": 0}, "ratio"),
+    ("cl", {"stage1_epochs": 0, "stage2_epochs": 0}, "stage"),
+    ("iu", {"fisher_samples": 0}, "fisher_samples"),
+])
+def test_bad_hyperparameters_are_user_errors(method, overrides, message):
+    with pytest.raises(WssclError, match=message):
+        make_config(method, overrides)
