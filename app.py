@@ -1,7 +1,46 @@
-"""WSS-CL unlearning studio: home page."""
+"""WSS-CL unlearning studio: navigation, the run-status sidebar, and the Home page."""
 
 import streamlit as st
 
-st.set_page_config(page_title="WSS-CL unlearning studio", layout="wide")
-st.title("WSS-CL unlearning studio")
-st.write("Machine unlearning removes the influence of chosen training data from a trained classifier.")
+from pages import shared
+
+st.set_page_config(page_title="WSS-CL unlearning studio", page_icon="🧽", layout="wide")
+shared.start_umap_warm_up()
+
+
+def home() -> None:
+    st.title("WSS-CL unlearning studio")
+    st.markdown(
+        "**Machine unlearning** removes the influence of chosen training samples — the *forget set* — from a "
+        "trained classifier, without retraining from scratch. The gold standard is **Retrain**: a model "
+        "trained on the remaining data only. A good unlearning method gets close to Retrain in accuracy on "
+        "the forget set (UA), the retained data (RA) and the test set (TA), and in how often a membership-"
+        "inference attack still recognises the forgotten samples (MIA), in a fraction of the time.")
+    st.markdown(
+        "**WSS-CL** (weight-saliency soft-guided contrastive learning) does it in two stages. *Stage 1* pushes "
+        "the model's output on forget samples towards the uniform distribution (KL divergence). *Stage 2* "
+        "alternates a contrastive round, which pulls each forget sample towards an augmented view of itself and "
+        "away from retained samples, with a cross-entropy round on retained data. A **soft saliency mask** "
+        "computed from the forget-set gradients scales every update, so weights that matter most for the "
+        "forget set move most.")
+    st.image("assets/diagram.svg", caption="WSS-CL: forgetting, then masked adversarial fine-tuning")
+    st.info(f"Computing on: **{shared.device_text()}**")
+
+    st.subheader("Run the default demo")
+    st.write("Forget one class of the shipped Fashion-MNIST subset from the shipped model with WSS-CL's "
+             "default settings, then compare with the original on the Compare page. No choices needed.")
+    if st.button("Run the default demo", type="primary", disabled=shared.jobs().busy):
+        if shared.start_run(shared.default_request()):
+            st.switch_page("pages/unlearn.py")
+
+
+pages = [
+    st.Page(home, title="Home", icon="🏠", default=True),
+    st.Page("pages/model.py", title="Model", icon="🧠"),
+    st.Page("pages/unlearn.py", title="Unlearn", icon="🧽"),
+    st.Page("pages/compare.py", title="Compare", icon="📊"),
+    st.Page("pages/saliency.py", title="Saliency", icon="🔥"),
+]
+page = st.navigation(pages)
+shared.sidebar_status()
+page.run()

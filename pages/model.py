@@ -1,0 +1,80 @@
+"""Model: the original model θo and its dataset — shipped, trained here, or uploaded."""
+
+import streamlit as st
+
+from pages import shared
+from wsscl_core import plots
+from wsscl_core.data import DATASETS, DEFAULT_DATASET
+from wsscl_core.engine import TrainRecipe
+from wsscl_core.errors import WssclError
+from wsscl_core.jobs import train_work
+from wsscl_core.models import MODEL_HELP, MODELS
+
+st.title("Model")
+jobs = shared.jobs()
+
+job = jobs.current
+if job is not None and job.kind == "train" and job.status == "done" and st.session_state.get("adopted") != job.number:
+    st.session_state.adopted = job.number
+    shared.use_workspace(job.result, f"trained:{job.number}")
+
+ws = shared.workspace(required=False)
+if ws is not None:
+    test_accuracy, per_class = shared.test_scores(shared.workspace_key(), ws)
+    cols = st.columns(4)
+    cols[0].metric("Dataset", ws.data.name)
+    cols[1].metric("Architecture", ws.model_name)
+    cols[2].metric("Train / test images", f"{len(ws.data.train)} / {len(ws.data.test)}")
+    cols[3].metric("Test accuracy", f"{test_accuracy:.1f} %")
+    st.plotly_chart(plots.per_class_bar(per_class, ws.data.classes), key="per_class")
+    images, captions = shared.test_samples(shared.workspace_key(), ws)
+    st.caption("Test images with the model's prediction")
+    st.image(images, caption=captions, width=84)
+
+st.subheader("Use another original model")
+shipped, train, upload = st.tabs(["Shipped model", "Train a new one", "Upload a checkpoint"])
+
+with shipped:
+    st.write("The shipped compact CNN, trained on the shipped class-balanced Fashion-MNIST subset.")
+    if st.button("Use the shipped model", disabled=st.session_state.get("workspace_key") == "default"):
+        try:
+            shared.use_workspace(shared.default_workspace(), "default")
+            st.rerun()
+        except WssclError as exc:
+            st.error(str(exc))
+
+with train:
+    left, right = st.columns(2)
+    dataset_name = left.selectbox("Dataset", list(DATASETS), index=list(DATASETS).index(DEFAULT_DATASET),
+                                  key="train_dataset")
+    model_name = right.selectbox("Architecture", list(MODELS), format_func=lambda m: f"{m} — {MODEL_HELP[m]}",
+                                 key="train_model")
+    with st.expander("Training recipe"):
+        recipe_values = shared.config_inputs(TrainRecipe(), "recipe")
+    if st.button("Train", type="primary", key="train_button"):
+        try:
+            jobs.start("train", f"Training {model_name} on {dataset_name}",
+                       train_work(shared.dataset(dataset_name), model_name, TrainRecipe(**recipe_values)))
+        except (WssclError, TypeError, ValueError) as exc:
+            st.error(str(exc))
+    if jobs.current is not None and jobs.current.kind == "train":
+        shared.job_panel(jobs.current)
+
+with upload:
+    limit_mb = st.get_option("server.maxUploadSize")
+    left, right = st.columns(2)
+    upload_dataset = left.selectbox("Dataset it was trained on", list(DATASETS),
+                                    index=list(DATASETS).index(DEFAULT_DATASET), key="upload_dataset")
+    upload_model = right.selectbox("Architecture", ["detect from the file", *MODELS], key="upload_model")
+    uploaded = st.file_uploader(f"Checkpoint (.pt / .pth, at most {limit_mb} MB)", type=["pt", "pth"],
+                                help=f"Files above {limit_mb} MB are refused (server.maxUploadSize). Loaded with "
+                                     "weights_only=True: tensors and plain data only, never code.")
+    if uploaded is not None and st.button("Load this checkpoint", type="primary"):
+        payload = uploaded.getvalue()
+        architecture = None if upload_model == "detect from the file" else upload_model
+        try:
+            loaded = shared.uploaded_workspace(upload_dataset, architecture, shared.digest(payload), payload)
+            shared.use_workspace(loaded, f"upload:{shared.digest(payload)}")
+            st.rerun()
+        except WssclError as exc:
+            st.error(str(exc))

@@ -1,0 +1,64 @@
+"""Unlearn: choose what to forget and how, then watch the run live."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import shared
+from wsscl_core import plots
+from wsscl_core.data import ForgetSpec, make_forget_split
+from wsscl_core.errors import WssclError
+from wsscl_core.jobs import UnlearnRequest
+from wsscl_core.methods import METHODS, make_config
+
+st.title("Unlearn")
+ws = shared.workspace()
+classes = ws.data.classes
+st.caption(f"Model: {ws.model_name} on {ws.data.name} ({len(ws.data.train)} train images, {len(classes)} classes)")
+
+st.subheader("1. What to forget")
+kind = st.radio("Forget", ["A whole class", "A random subset"], horizontal=True, key="forget_kind")
+if kind == "A whole class":
+    st.image(shared.class_thumbnails(shared.workspace_key(), ws), caption=classes, width=64)
+    forgotten = st.radio("Class to forget", range(len(classes)), format_func=lambda i: classes[i], horizontal=True,
+                         index=shared.DEFAULT_FORGET.classes[0], key="forget_class")
+    spec = ForgetSpec("class", (forgotten,))
+else:
+    left, right = st.columns(2)
+    percent = left.slider("Share of the train set to forget (%)", min_value=1, max_value=99, value=10,
+                          key="forget_percent", help="Both the forget and the retain set must be non-empty.")
+    seed = right.number_input("Seed", min_value=0, value=0, step=1, key="forget_seed")
+    spec = ForgetSpec("random", fraction=percent / 100, seed=int(seed))
+
+try:
+    split = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes)
+except WssclError as exc:
+    st.error(str(exc))
+    st.stop()
+labels = ws.data.train.labels.cpu().numpy()
+forget_counts = np.bincount(labels[split.forget.numpy()], minlength=len(classes))
+st.write(f"Forget set: **{split.num_forget}** images · retain set: **{split.num_retain}** images")
+histogram = go.Figure(go.Bar(x=classes, y=forget_counts, marker_color=plots.FORGET, name="forget"))
+histogram.update_layout(title="Forget set per class", height=260, margin=dict(l=10, r=10, t=40, b=10))
+st.plotly_chart(histogram, key="forget_histogram")
+
+st.subheader("2. How to unlearn")
+method = st.selectbox("Method", list(METHODS), index=list(METHODS).index(shared.default_method()),
+                      format_func=lambda m: f"{METHODS[m].label} — {METHODS[m].summary}", key="method")
+with st.expander("Hyperparameters (defaults from the method's config)"):
+    overrides = shared.config_inputs(make_config(method), f"hp.{method}")
+with_retrain = method != "retrain" and st.checkbox(
+    "Also run Retrain (the gold standard; needed for Avg.Gap, takes as long as training the original)",
+    key="with_retrain")
+
+st.subheader("3. Run")
+jobs = shared.jobs()
+if st.button("Run", type="primary", key="run"):
+    request = UnlearnRequest(spec, method, overrides, with_retrain, spec.seed, shared.workspace_key())
+    shared.start_run(request)
+
+job = jobs.current
+if job is not None and job.kind == "unlearn":
+    shared.job_panel(job)
+    if job.status == "done":
+        st.page_link("pages/compare.py", label="See the result on Compare", icon="📊")

@@ -1,0 +1,130 @@
+"""2-D views of penultimate features: one space for every model, fitted on the original ("before").
+
+UMAP is fitted on the original model's features and the other models' features are
+*transformed* into that space, so positions are comparable across panels. UMAP's first fit in
+a process spends about a minute compiling (numba); :func:`start_warm_up` pays that in a
+background thread at start-up, and until it is done :func:`aligned_embedding` uses PCA.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metrics import predict_features, predict_logits
+
+MAX_POINTS = 3000
+Projection = Literal["umap", "pca"]
+
+
+def stratified_sample(labels: torch.Tensor | np.ndarray, forget: torch.Tensor | np.ndarray,
+                      max_points: int = MAX_POINTS, seed: int = 0) -> np.ndarray:
+    """Sorted train indices to embed: forget samples (up to a third of the budget), the rest
+    spread evenly over the classes of the retain set."""
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    forget = np.asarray(forget.cpu() if isinstance(forget, torch.Tensor) else forget)
+    rng = np.random.default_rng(seed)
+    n_forget = min(len(forget), max(1, max_points // 3))
+    chosen = [rng.choice(forget, n_forget, replace=False)] if len(forget) else []
+    retain_mask = np.ones(len(labels), dtype=bool)
+    retain_mask[forget] = False
+    retain = np.flatnonzero(retain_mask)
+    classes = np.unique(labels[retain])
+    per_class = max(1, (max_points - n_forget) // max(len(classes), 1))
+    for c in classes:
+        members = retain[labels[retain] == c]
+        chosen.append(rng.choice(members, min(per_class, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
+@dataclass
+class ModelView:
+    """What a model says about the sampled images: features and predicted classes."""
+
+    features: np.ndarray
+    predictions: np.ndarray
+
+
+def model_view(model: nn.Module, images: torch.Tensor) -> ModelView:
+    """Penultimate features and predictions of ``model`` on ``images`` (uint8, any device)."""
+    features = predict_features(model, images).numpy()
+    predictions = predict_logits(model, images).argmax(1).numpy()
+    return ModelView(features, predictions)
+
+
+@dataclass
+class Embedding:
+    """2-D coordinates per model name, all in the space fitted on ``reference``."""
+
+    projection: Projection
+    reference: str
+    coords: dict[str, np.ndarray]
+    seconds: float
+
+
+_warm = threading.Event()
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+warm_up_seconds: float | None = None
+
+
+def _fit_umap(features: np.ndarray):
+    import umap
+
+    n_neighbors = int(min(15, max(2, len(features) - 1)))
+    return umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, random_state=0, n_jobs=1).fit(features)
+
+
+def warm_up() -> float:
+    """Compile UMAP's numba code (fit and transform) on random data; returns the seconds it took."""
+    global warm_up_seconds
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    reducer = _fit_umap(rng.normal(size=(300, 16)).astype(np.float32))
+    reducer.transform(rng.normal(size=(50, 16)).astype(np.float32))
+    warm_up_seconds = time.perf_counter() - start
+    _warm.set()
+    return warm_up_seconds
+
+
+def start_warm_up() -> None:
+    """Start :func:`warm_up` in a background thread, once per process."""
+    global _warm_thread
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=warm_up, name="umap-warm-up", daemon=True)
+            _warm_thread.start()
+
+
+def umap_ready() -> bool:
+    return _warm.is_set()
+
+
+def aligned_embedding(features: dict[str, np.ndarray], reference: str = "before",
+                      projection: Projection | None = None) -> Embedding:
+    """Fit on ``features[reference]``, transform every other entry into the same 2-D space.
+
+    ``projection`` None means UMAP once warm-up has finished, PCA until then.
+    """
+    projection = projection or ("umap" if umap_ready() else "pca")
+    start = time.perf_counter()
+    fitted = features[reference].astype(np.float32)
+    if projection == "umap":
+        reducer = _fit_umap(fitted)
+        coords = {reference: reducer.embedding_}
+    else:
+        from sklearn.decomposition import PCA
+
+        reducer = PCA(n_components=2, random_state=0).fit(fitted)
+        coords = {reference: reducer.transform(fitted)}
+    for name, feats in features.items():
+        if name != reference:
+            coords[name] = reducer.transform(feats.astype(np.float32))
+    return Embedding(projection, reference, {k: np.asarray(v, dtype=np.float32) for k, v in coords.items()},
+                     time.perf_counter() - start)

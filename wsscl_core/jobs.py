@@ -1,0 +1,293 @@
+"""Background runs for the studio: one worker thread per run, fed by the engine's progress events.
+
+A browser session owns one :class:`SessionJobs`: at most one run at a time, plus a bounded
+history of finished runs (so repeated runs cannot grow memory without bound). The page polls
+a :class:`Job` for its events and status; it never blocks on training. A job whose pages stop
+polling (the tab was closed) cancels itself once its heartbeat is older than a timeout.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+
+from .data import Dataset, ForgetSpec, ForgetSplit, make_forget_split
+from .engine import ProgressEvent, ProgressFn, TrainRecipe, check_cancel
+from .errors import RunCancelled, WssclError
+from .methods import MethodConfig, get_method, make_config, run_unlearning
+from .metrics import Evaluation, avg_gap, evaluate
+from .models import Classifier
+from .workspace import Workspace, train_original
+
+log = logging.getLogger(__name__)
+
+JobStatus = Literal["running", "done", "failed", "cancelled"]
+HEARTBEAT_TIMEOUT_S = 30.0
+HISTORY_SIZE = 5
+_job_numbers = itertools.count(1)
+
+
+@dataclass
+class JobEvent:
+    """A progress event tagged with the stage it belongs to (e.g. "WSS-CL" or "Retrain")."""
+
+    stage: str
+    event: ProgressEvent
+    at_s: float  # seconds since the job started, so stages line up on one time axis
+
+
+class _JobCancel:
+    """The cancel flag the engine polls between steps: Stop was pressed, or nobody is watching."""
+
+    def __init__(self, job: "Job") -> None:
+        self._job = job
+
+    def is_set(self) -> bool:
+        return self._job.stop_requested.is_set() or self._job.heartbeat_age() > self._job.heartbeat_timeout_s
+
+
+class Job:
+    """One background run: its events, status, and result or error message."""
+
+    def __init__(self, kind: str, title: str, work: Callable[["Job"], Any],
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+                 on_finish: Callable[["Job"], None] | None = None) -> None:
+        self.number = next(_job_numbers)
+        self.kind = kind
+        self.title = title
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.events: list[JobEvent] = []
+        self.stage = "Starting"
+        self.status: JobStatus = "running"
+        self.result: Any = None
+        self.error: str | None = None
+        self.started_at = time.monotonic()
+        self.finished_at: float | None = None
+        self.stop_requested = threading.Event()
+        self.cancel = _JobCancel(self)
+        self._heartbeat = time.monotonic()
+        self._work = work
+        self._on_finish = on_finish
+        self._thread = threading.Thread(target=self._run, name=f"wsscl-job-{self.number}", daemon=True)
+
+    # ---- control, called from the page
+    def start(self) -> "Job":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop at once for the user; the engine sees the flag at its next step (milliseconds on CPU)."""
+        self.stop_requested.set()
+        if self.status == "running":
+            self.error, self.status = "Stopped: the original model is unchanged.", "cancelled"
+
+    def touch(self) -> None:
+        """Heartbeat: a page is still showing this session."""
+        self._heartbeat = time.monotonic()
+
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self._heartbeat
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker ends (tests, scripts); True when it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished_at or time.monotonic()) - self.started_at
+
+    @property
+    def latest(self) -> JobEvent | None:
+        return self.events[-1] if self.events else None
+
+    # ---- reporting, called from the worker
+    def progress(self, stage: str) -> ProgressFn:
+        """A progress callback for the engine that tags events with ``stage``."""
+
+        def record(event: ProgressEvent) -> None:
+            self.stage = f"{stage}: {event.phase_label}"
+            self.events.append(JobEvent(stage, event, time.monotonic() - self.started_at))
+
+        return record
+
+    def set_stage(self, text: str) -> None:
+        self.stage = text
+
+    def _run(self) -> None:
+        try:
+            result = self._work(self)
+            check_cancel(self.cancel)
+            self.result, self.status = result, "done"
+        except RunCancelled:
+            reason = ("the original model is unchanged." if self.stop_requested.is_set()
+                      else "nobody was watching this run (the tab was closed?).")
+            self.error, self.status = f"Stopped: {reason}", "cancelled"
+        except WssclError as exc:
+            self.error, self.status = str(exc), "failed"
+        except Exception as exc:  # a bug, not a user error: keep the app alive and say what happened
+            log.exception("Job %s failed", self.title)
+            self.error, self.status = f"The run failed unexpectedly ({type(exc).__name__}: {exc}).", "failed"
+        finally:
+            self.finished_at = time.monotonic()
+            self.stage = {"done": "Finished", "failed": "Failed", "cancelled": "Stopped"}[self.status]
+            if self._on_finish is not None:
+                self._on_finish(self)
+
+
+class SessionJobs:
+    """One browser session's runs: at most one at a time, and the last ``history_size`` finished ones."""
+
+    def __init__(self, history_size: int = HISTORY_SIZE, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> None:
+        self.current: Job | None = None
+        self.history: collections.deque[Job] = collections.deque(maxlen=history_size)
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None and self.current.alive
+
+    def start(self, kind: str, title: str, work: Callable[[Job], Any]) -> Job:
+        """Start ``work(job)`` in the background; refuses while another run of this session is going."""
+        with self._lock:
+            if self.busy:
+                doing = "still stopping" if self.current.stop_requested.is_set() else "still running"
+                raise WssclError(f"“{self.current.title}” is {doing}. Wait for it to finish or press "
+                                 "“Stop training” before starting another run.")
+            self.current = Job(kind, title, work, self.heartbeat_timeout_s, on_finish=self._finished)
+        return self.current.start()
+
+    def _finished(self, job: Job) -> None:
+        with self._lock:
+            self.history.append(job)
+
+    def touch(self) -> None:
+        if self.current is not None:
+            self.current.touch()
+
+    def results(self, kind: str) -> list[Any]:
+        """Results of this session's successful runs of ``kind``, oldest first."""
+        return [job.result for job in self.history if job.kind == kind and job.status == "done"]
+
+
+# --------------------------------------------------------------------------- unlearning runs
+
+@dataclass(frozen=True)
+class UnlearnRequest:
+    """What the user asked for on the Unlearn page."""
+
+    spec: ForgetSpec
+    method: str
+    overrides: dict = field(default_factory=dict)
+    with_retrain: bool = False
+    seed: int = 0
+    workspace_key: str = "default"  # which original model the run started from
+
+
+@dataclass
+class ModelResult:
+    """One model produced by a run, with its scores; the model lives on the CPU."""
+
+    label: str
+    method: str
+    model: Classifier
+    evaluation: Evaluation
+    rte_s: float
+    config: dict
+
+
+@dataclass
+class RunRecord:
+    """A finished unlearning run: the unlearned model, and Retrain when it was asked for."""
+
+    number: int
+    request: UnlearnRequest
+    split: ForgetSplit
+    unlearned: ModelResult
+    retrain: ModelResult | None
+    total_s: float
+
+    @property
+    def title(self) -> str:
+        return f"#{self.number} {self.unlearned.label} · {self.request.spec}"
+
+    def gap(self, reference: ModelResult | None = None) -> float | None:
+        reference = reference or self.retrain
+        if reference is None:
+            return None
+        return avg_gap(self.unlearned.evaluation.scores(), reference.evaluation.scores())
+
+
+@dataclass
+class PreparedRun:
+    """A validated request: the split, the method's config and notes on values that were adjusted."""
+
+    request: UnlearnRequest
+    split: ForgetSplit
+    config: MethodConfig
+    notes: list[str]
+
+
+def prepare_run(ws: Workspace, request: UnlearnRequest) -> PreparedRun:
+    """Check a request before any work starts; raises :class:`WssclError` with a message for the user."""
+    split = make_forget_split(ws.data.train.labels, request.spec, ws.data.num_classes)
+    config = make_config(request.method, request.overrides)
+    notes = []
+    smallest = min(split.num_forget, split.num_retain)
+    for name, value in vars(config).items():
+        if name.endswith("batch_size") and not isinstance(value, bool) and value > smallest:
+            notes.append(f"{name} = {value} is larger than the smaller of the forget ({split.num_forget}) and "
+                         f"retain ({split.num_retain}) sets; such a set is used as one batch of all its samples.")
+    return PreparedRun(request, split, config, notes)
+
+
+def _score(job: Job, ws: Workspace, label: str, method: str, prepared: PreparedRun,
+           config: MethodConfig | None = None) -> ModelResult:
+    request = prepared.request
+    context = ws.context(prepared.split, request.seed, job.progress(label), job.cancel)
+    outcome = run_unlearning(method, context, config)
+    check_cancel(job.cancel)
+    job.set_stage(f"{label}: measuring UA, RA, TA and MIA")
+    evaluation = evaluate(outcome.model, ws.data, prepared.split, seed=request.seed, max_retain_eval=10_000)
+    return ModelResult(label, method, outcome.model.cpu().eval(), evaluation, outcome.seconds, dict(vars(outcome.config)))
+
+
+def unlearn_work(ws: Workspace, prepared: PreparedRun) -> Callable[[Job], RunRecord]:
+    """The background work of one unlearning run (plus Retrain when asked), for :meth:`SessionJobs.start`."""
+
+    def work(job: Job) -> RunRecord:
+        request = prepared.request
+        unlearned = _score(job, ws, get_method(request.method).label, request.method, prepared, prepared.config)
+        retrain = _score(job, ws, "Retrain", "retrain", prepared) if request.with_retrain else None
+        return RunRecord(job.number, request, prepared.split, unlearned, retrain, job.elapsed_s)
+
+    return work
+
+
+def train_work(data: Dataset, model_name: str, recipe: TrainRecipe, seed: int = 0,
+               device: str | torch.device = "auto") -> Callable[[Job], Workspace]:
+    """Background work that trains a new original model on ``data`` and returns its workspace."""
+
+    def work(job: Job) -> Workspace:
+        model, meta = train_original(data, model_name, recipe, seed, device,
+                                     on_progress=job.progress("Original model"), cancel=job.cancel)
+        model_device = next(model.parameters()).device
+        return Workspace(data.to(model_device), model.eval(), meta, model_name, recipe, model_device)
+
+    return work

@@ -1,0 +1,182 @@
+"""Plotly figures and tables built from library results, so the studio's pages stay short.
+
+Colours are explicit and mid-luminance so forget/retain and member/non-member read clearly
+on both the light and the dark Streamlit theme.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from .embed import Embedding
+from .jobs import JobEvent
+from .metrics import METRIC_KEYS, Evaluation, avg_gap
+
+FORGET = "#F76707"   # orange: forget set
+RETAIN = "#4C8DF6"   # blue: retain set (members)
+TEST = "#12B886"     # teal: test set (non-members)
+SERIES = ["#4C8DF6", "#F76707", "#12B886", "#BE4BDB", "#FAB005", "#FA5252", "#15AABF", "#82C91E"]
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.15))
+
+
+def _time_series(events: Sequence[JobEvent], values_of, title: str, y_title: str) -> go.Figure:
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for item in events:
+        for name, value in values_of(item).items():
+            xs, ys = series.setdefault(name, ([], []))
+            xs.append(item.at_s)
+            ys.append(value)
+    fig = go.Figure()
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers", marker_size=4,
+                                 line_color=SERIES[i % len(SERIES)]))
+    fig.update_layout(title=title, xaxis_title="seconds", yaxis_title=y_title, height=320, **_LAYOUT)
+    return fig
+
+
+def _step_events(events: Sequence[JobEvent]) -> list[JobEvent]:
+    return [e for e in events if e.event.kind in ("step", "phase_end")]
+
+
+def loss_figure(events: Sequence[JobEvent]) -> go.Figure:
+    """Each loss term of each phase (KL, contrastive, CE, …) against time."""
+    return _time_series(_step_events(events),
+                        lambda e: {f"{e.stage} · {e.event.phase_label} · {k}": v
+                                   for k, v in e.event.losses.items() if k != "loss" or len(e.event.losses) == 1},
+                        "Losses per phase", "loss")
+
+
+def accuracy_figure(events: Sequence[JobEvent]) -> go.Figure:
+    """Running accuracy on forget and retain batches while training."""
+    names = {"forget_acc": "forget", "retain_acc": "retain", "train_acc": "train"}
+    fig = _time_series(_step_events(events),
+                       lambda e: {f"{e.stage} · {names[k]}": v for k, v in e.event.metrics.items() if k in names},
+                       "Accuracy on the batches seen (%)", "accuracy %")
+    for trace in fig.data:
+        trace.line.color = FORGET if "forget" in trace.name else RETAIN if "retain" in trace.name else TEST
+    return fig
+
+
+def metrics_table(rows: dict[str, tuple[Evaluation, float | None]], reference: Evaluation | None) -> pd.DataFrame:
+    """UA, RA, TA, MIA, Avg.Gap vs Retrain and RTE per model (RTE None for the original)."""
+    records = []
+    for name, (ev, rte_s) in rows.items():
+        scores = ev.scores()
+        record = {"model": name, **{k: round(scores[k], 2) for k in METRIC_KEYS}}
+        record["Avg.Gap"] = round(avg_gap(scores, reference.scores()), 2) if reference is not None else None
+        record["RTE (s)"] = round(rte_s, 1) if rte_s is not None else None
+        records.append(record)
+    return pd.DataFrame.from_records(records).set_index("model")
+
+
+def per_class_table(rows: dict[str, Evaluation], classes: Sequence[str], forgotten: Sequence[int] = ()) -> pd.DataFrame:
+    """Test accuracy per class (the paper's Table 5 layout); forgotten classes marked *."""
+    columns = [f"{c}{' *' if i in forgotten else ''}" for i, c in enumerate(classes)]
+    return pd.DataFrame([np.round(ev.per_class_test, 1) for ev in rows.values()], index=list(rows), columns=columns)
+
+
+def per_class_bar(per_class: np.ndarray, classes: Sequence[str]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(classes), y=per_class, marker_color=RETAIN,
+                           text=[f"{v:.1f}" for v in per_class], textposition="outside"))
+    fig.update_layout(title="Test accuracy per class (%)", yaxis_range=[0, 110], height=320, **_LAYOUT)
+    return fig
+
+
+def embedding_figure(embedding: Embedding, titles: dict[str, str], labels: np.ndarray, is_forget: np.ndarray,
+                     predictions: dict[str, np.ndarray], classes: Sequence[str]) -> go.Figure:
+    """One panel per model in the shared 2-D space; forget and retain as separate, distinct traces."""
+    names = list(titles)
+    fig = make_subplots(1, len(names), subplot_titles=[titles[n] for n in names], shared_xaxes=True,
+                        shared_yaxes=True, horizontal_spacing=0.03)
+    class_names = np.asarray(classes, dtype=object)
+    for col, name in enumerate(names, start=1):
+        xy, pred = embedding.coords[name], predictions[name]
+        for group, mask, colour, size in (("retain", ~is_forget, RETAIN, 4), ("forget", is_forget, FORGET, 6)):
+            hover = np.stack([class_names[labels[mask]], class_names[pred[mask]]], axis=1)
+            fig.add_trace(go.Scattergl(
+                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=group, legendgroup=group, showlegend=col == 1,
+                marker=dict(color=colour, size=size, opacity=0.75 if group == "forget" else 0.45),
+                customdata=hover, hovertemplate=f"{group}<br>class %{{customdata[0]}}<br>"
+                                                "predicted %{customdata[1]}<extra></extra>"), 1, col)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(title=f"Penultimate features ({embedding.projection.upper()}, fitted on {titles[embedding.reference]})",
+                      height=430, **_LAYOUT)
+    return fig
+
+
+def confusion_figure(before: np.ndarray, after: np.ndarray, classes: Sequence[str],
+                     after_title: str = "after") -> go.Figure:
+    """Test confusion before and after on one colour scale, and their difference (after − before)."""
+    diff = after.astype(int) - before.astype(int)
+    limit = max(1, int(np.abs(diff).max()))
+    top = int(max(before.max(), after.max()))
+    fig = make_subplots(1, 3, subplot_titles=["before", after_title, f"difference ({after_title} − before)"],
+                        horizontal_spacing=0.06)
+    for col, (matrix, axis) in enumerate(((before, "coloraxis"), (after, "coloraxis"), (diff, "coloraxis2")), start=1):
+        fig.add_trace(go.Heatmap(z=matrix, x=list(classes), y=list(classes), coloraxis=axis, text=matrix,
+                                 texttemplate="%{text}", textfont_size=9,
+                                 hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"), 1, col)
+    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=top, colorbar=dict(x=0.62, len=0.9, title="count")),
+                      coloraxis2=dict(colorscale="RdBu", cmid=0, cmin=-limit, cmax=limit,
+                                      colorbar=dict(x=1.0, len=0.9, title="Δ")),
+                      height=420, title="Test-set confusion (rows: true class, columns: predicted)", **_LAYOUT)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
+    """Distributions of the true-label confidence the MIA sees, per model, with its MIA-efficacy."""
+    names = list(rows)
+    fig = make_subplots(1, len(names), subplot_titles=[f"{n}: MIA-efficacy {rows[n].MIA:.1f} %" for n in names],
+                        shared_yaxes=True, horizontal_spacing=0.04)
+    for col, name in enumerate(names, start=1):
+        ev = rows[name]
+        for group, values, colour in (("forget", ev.conf_forget, FORGET), ("test (non-member)", ev.conf_test, TEST),
+                                      ("retain (member)", ev.conf_retain, RETAIN)):
+            fig.add_trace(go.Histogram(x=values, name=group, legendgroup=group, showlegend=col == 1,
+                                       marker_color=colour, opacity=0.6, histnorm="probability",
+                                       xbins=dict(start=0, end=1.0001, size=0.05)), 1, col)
+    fig.update_layout(barmode="overlay", height=360, title="Confidence p(true label | x): what the MIA classifier sees",
+                      **_LAYOUT)
+    fig.update_xaxes(range=[0, 1], title_text="confidence")
+    return fig
+
+
+def saliency_heatmaps(hard: np.ndarray, soft: np.ndarray, layer: str) -> go.Figure:
+    """A layer's hard and soft masks side by side (same 0–1 scale)."""
+    fig = make_subplots(1, 2, subplot_titles=["hard mask (top r of |g|)", "soft mask |2σ(g) − 1|"],
+                        horizontal_spacing=0.05)
+    for col, matrix in enumerate((hard, soft), start=1):
+        fig.add_trace(go.Heatmap(z=matrix, coloraxis="coloraxis"), 1, col)
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, cmax=1), height=420, title=f"Saliency of {layer}",
+                      **_LAYOUT)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def saliency_fraction_bar(layers: Sequence[str], fractions: Sequence[float], mean_soft: Sequence[float]) -> go.Figure:
+    fig = go.Figure([go.Bar(x=list(layers), y=[100 * f for f in fractions], name="hard: % selected",
+                            marker_color=FORGET),
+                     go.Bar(x=list(layers), y=[100 * m for m in mean_soft], name="soft: mean × 100",
+                            marker_color=RETAIN)])
+    fig.update_layout(barmode="group", title="Share of each layer the masks let move", yaxis_title="%", height=360,
+                      **_LAYOUT)
+    return fig
+
+
+def soft_histogram(soft: dict[str, torch.Tensor], max_values: int = 200_000) -> go.Figure:
+    """Histogram of soft-mask values over all parameters (a fixed random sample of them when there are many)."""
+    values = torch.cat([t.flatten().float().cpu() for t in soft.values()]).numpy()
+    if len(values) > max_values:
+        values = np.random.default_rng(0).choice(values, max_values, replace=False)
+    fig = go.Figure(go.Histogram(x=values, nbinsx=50, marker_color=RETAIN))
+    fig.update_layout(title="Soft mask values (all parameters)", xaxis_title="mask value", yaxis_title="parameters",
+                      yaxis_type="log", height=320, **_LAYOUT)
+    return fig
