@@ -70,11 +70,6 @@ with upload:
                                 help=f"Files above {limit_mb} MB are refused (server.maxUploadSize). Loaded with "
                                      "weights_only=True: tensors and plain data only, never code.")
     if uploaded is not None and st.button("Load this checkpoint", type="primary"):
-        payload = uploaded.getvalue()
         architecture = None if upload_model == "detect from the file" else upload_model
-        try:
-            loaded = shared.uploaded_workspace(upload_dataset, architecture, shared.digest(payload), payload)
-            shared.use_workspace(loaded, f"upload:{shared.digest(payload)}")
+        if shared.adopt_upload(uploaded.getvalue(), upload_dataset, architecture):
             st.rerun()
-        except WssclError as exc:
-            st.error(str(exc))

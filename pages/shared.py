@@ -13,7 +13,7 @@ import torch
 from wsscl_core import embed, plots
 from wsscl_core.data import Dataset, ForgetSpec, ForgetSplit, load_dataset
 from wsscl_core.errors import WssclError
-from wsscl_core.jobs import Job, RunRecord, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
+from wsscl_core.jobs import RETAIN_EVAL, Job, RunRecord, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 from wsscl_core.metrics import (Evaluation, accuracy, confusion_matrix, evaluate, per_class_accuracy,
                                 predict_logits)
 from wsscl_core.methods import METHODS, MethodConfig
@@ -47,7 +47,7 @@ def uploaded_workspace(dataset_name: str, model_name: str | None, digest: str, _
 
 @st.cache_resource(show_spinner="Scoring the original model…", max_entries=16)
 def original_evaluation(workspace_key: str, spec_text: str, seed: int, _ws: Workspace, _split: ForgetSplit) -> Evaluation:
-    return evaluate(_ws.original, _ws.data, _split, seed=seed, max_retain_eval=10_000)
+    return evaluate(_ws.original, _ws.data, _split, seed=seed, max_retain_eval=RETAIN_EVAL)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -157,6 +157,17 @@ def use_workspace(ws: Workspace, key: str) -> None:
 
 def digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def adopt_upload(payload: bytes, dataset_name: str, model_name: str | None) -> bool:
+    """Make an uploaded checkpoint this session's model; on any problem show the library's message."""
+    try:
+        ws = uploaded_workspace(dataset_name, model_name, digest(payload), payload)
+    except WssclError as exc:
+        st.error(str(exc))
+        return False
+    use_workspace(ws, f"upload:{digest(payload)}")
+    return True
 
 
 def runs() -> list[RunRecord]:

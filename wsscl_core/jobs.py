@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 JobStatus = Literal["running", "done", "failed", "cancelled"]
 HEARTBEAT_TIMEOUT_S = 30.0
 HISTORY_SIZE = 5
+# Retain samples scored per model (a fixed random subset): keeps a default run's metrics to a few
+# seconds on a CPU; the MIA's shadow set is capped by the test-set size anyway.
+RETAIN_EVAL = 3000
 _job_numbers = itertools.count(1)
 
 
@@ -50,14 +53,15 @@ class _JobCancel:
         self._job = job
 
     def is_set(self) -> bool:
-        return self._job.stop_requested.is_set() or self._job.heartbeat_age() > self._job.heartbeat_timeout_s
+        timeout = self._job.heartbeat_timeout_s
+        return self._job.stop_requested.is_set() or (timeout is not None and self._job.heartbeat_age() > timeout)
 
 
 class Job:
     """One background run: its events, status, and result or error message."""
 
     def __init__(self, kind: str, title: str, work: Callable[["Job"], Any],
-                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+                 heartbeat_timeout_s: float | None = HEARTBEAT_TIMEOUT_S,
                  on_finish: Callable[["Job"], None] | None = None) -> None:
         self.number = next(_job_numbers)
         self.kind = kind
@@ -153,7 +157,8 @@ class Job:
 class SessionJobs:
     """One browser session's runs: at most one at a time, and the last ``history_size`` finished ones."""
 
-    def __init__(self, history_size: int = HISTORY_SIZE, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> None:
+    def __init__(self, history_size: int = HISTORY_SIZE, heartbeat_timeout_s: float | None = HEARTBEAT_TIMEOUT_S) -> None:
+        """``heartbeat_timeout_s`` None: runs never time out (scripts that do not poll)."""
         self.current: Job | None = None
         self.history: collections.deque[Job] = collections.deque(maxlen=history_size)
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -264,7 +269,7 @@ def _score(job: Job, ws: Workspace, label: str, method: str, prepared: PreparedR
     outcome = run_unlearning(method, context, config)
     check_cancel(job.cancel)
     job.set_stage(f"{label}: measuring UA, RA, TA and MIA")
-    evaluation = evaluate(outcome.model, ws.data, prepared.split, seed=request.seed, max_retain_eval=10_000)
+    evaluation = evaluate(outcome.model, ws.data, prepared.split, seed=request.seed, max_retain_eval=RETAIN_EVAL)
     return ModelResult(label, method, outcome.model.cpu().eval(), evaluation, outcome.seconds, dict(vars(outcome.config)))
 
 
