@@ -4,8 +4,8 @@ import streamlit as st
 
 from pages import shared
 
-st.set_page_config(page_title="WSS-CL unlearning studio", page_icon="🧽", layout="wide")
-shared.start_umap_warm_up()
+st.set_page_config(page_title="WSS-CL unlearning studio", page_icon=":material/cleaning_services:", layout="wide")
+shared.start_up()
 
 
 def home() -> None:
@@ -35,11 +35,11 @@ def home() -> None:
 
 
 pages = [
-    st.Page(home, title="Home", icon="🏠", default=True),
-    st.Page("pages/model.py", title="Model", icon="🧠"),
-    st.Page("pages/unlearn.py", title="Unlearn", icon="🧽"),
-    st.Page("pages/compare.py", title="Compare", icon="📊"),
-    st.Page("pages/saliency.py", title="Saliency", icon="🔥"),
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
+    st.Page("pages/unlearn.py", title="Unlearn", icon=":material/cleaning_services:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
 ]
 page = st.navigation(pages)
 shared.sidebar_status()

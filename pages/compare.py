@@ -12,7 +12,7 @@ ws = shared.workspace()
 runs = shared.runs()
 if not runs:
     st.info("No finished run on this model yet in this session.")
-    st.page_link("pages/unlearn.py", label="Start one on the Unlearn page", icon="🧽")
+    st.page_link("pages/unlearn.py", label="Start one on the Unlearn page", icon=":material/cleaning_services:")
     st.stop()
 
 by_number = {r.number: r for r in runs}
@@ -82,8 +82,8 @@ st.subheader("Downloads")
 left, right = st.columns(2)
 left.download_button("Unlearned checkpoint (.pt)", lambda: checkpoint_bytes(
     record.unlearned.model, checkpoint_metadata(ws, record)), file_name=f"unlearned_run{record.number}.pt",
-    mime="application/octet-stream", icon="💾")
+    mime="application/octet-stream", icon=":material/download:")
 right.download_button("Report (HTML)", lambda: html_report(ws, record, table, [
     plots.confusion_figure(original.confusion_test, record.unlearned.evaluation.confusion_test, ws.data.classes,
                            record.unlearned.label), plots.mia_figure(mia_rows)]),
-    file_name=f"unlearning_report_run{record.number}.html", mime="text/html", icon="📄")
+    file_name=f"unlearning_report_run{record.number}.html", mime="text/html", icon=":material/description:")

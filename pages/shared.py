@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import fields
 from typing import Any
 
@@ -102,7 +103,7 @@ def test_samples(workspace_key: str, _ws: Workspace, count: int = 16) -> tuple[l
     predicted = predict_logits(_ws.original, images).argmax(1)
     truth = _ws.data.test.labels[pick.to(_ws.data.test.labels.device)].cpu()
     names = _ws.data.classes
-    captions = [f"{'✓' if p == t else '✗'} {names[p]}" + ("" if p == t else f" (is {names[t]})")
+    captions = [f"{'right' if p == t else 'wrong'}: {names[p]}" + ("" if p == t else f" (is {names[t]})")
                 for p, t in zip(predicted.tolist(), truth.tolist())]
     return [_to_pil(im, 84) for im in images], captions
 
@@ -114,7 +115,10 @@ def saliency(workspace_key: str, spec_text: str, ratio: float, normalisation: st
 
 
 @st.cache_resource(show_spinner=False)
-def start_umap_warm_up() -> None:
+def start_up() -> None:
+    """Once per server: leave a CPU core to the UMAP worker and the web server (oversubscribed
+    OpenMP threads made training steps ~3x slower here), and start UMAP's warm-up."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     embed.start_warm_up()
 
 
@@ -140,7 +144,7 @@ def workspace(required: bool = True) -> Workspace | None:
             st.error(str(exc))
             if not required:
                 return None
-            st.page_link("pages/model.py", label="Train or upload an original model on the Model page", icon="🧠")
+            st.page_link("pages/model.py", label="Train or upload an original model on the Model page", icon=":material/model_training:")
             st.stop()
     return st.session_state.workspace
 

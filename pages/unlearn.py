@@ -61,4 +61,4 @@ job = jobs.current
 if job is not None and job.kind == "unlearn":
     shared.job_panel(job)
     if job.status == "done":
-        st.page_link("pages/compare.py", label="See the result on Compare", icon="📊")
+        st.page_link("pages/compare.py", label="See the result on Compare", icon=":material/compare:")

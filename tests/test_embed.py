@@ -53,17 +53,21 @@ class _FakeUMAP:
         return features[:, :2] + 100
 
 
-def test_umap_fits_on_before_and_transforms_the_others(monkeypatch):
+@pytest.fixture()
+def fake_umap(monkeypatch):
     monkeypatch.setattr(embed, "_fit_umap", _FakeUMAP)
+    monkeypatch.setattr(embed, "_in_worker", lambda fn, *args: fn(*args))
+
+
+def test_umap_fits_on_before_and_transforms_the_others(fake_umap):
     before, after = np.ones((30, 4)), np.zeros((30, 4))
     result = embed.aligned_embedding({"before": before, "after": after}, projection="umap")
-    assert len(_FakeUMAP.fitted) == 1 and np.array_equal(_FakeUMAP.fitted[0], before)
-    assert len(_FakeUMAP.transformed) == 1 and np.array_equal(_FakeUMAP.transformed[0], after)
+    assert len(_FakeUMAP.fitted) == 1 and np.array_equal(_FakeUMAP.fitted[-1], before)
+    assert len(_FakeUMAP.transformed) == 1 and np.array_equal(_FakeUMAP.transformed[-1], after)
     assert result.coords["after"].shape == (30, 2)
 
 
-def test_projection_follows_warm_up(monkeypatch):
-    monkeypatch.setattr(embed, "_fit_umap", _FakeUMAP)
+def test_projection_follows_warm_up(monkeypatch, fake_umap):
     features = {"before": np.random.default_rng(1).normal(size=(40, 8))}
     monkeypatch.setattr(embed, "_warm", __import__("threading").Event())
     assert embed.aligned_embedding(features).projection == "pca"

@@ -2,16 +2,19 @@
 
 UMAP is fitted on the original model's features and the other models' features are
 *transformed* into that space, so positions are comparable across panels. UMAP's first fit in
-a process spends about a minute compiling (numba); :func:`start_warm_up` pays that in a
-background thread at start-up, and until it is done :func:`aligned_embedding` uses PCA.
+a process spends about a minute compiling (numba); :func:`start_warm_up` pays that at start-up
+in a separate worker process (which then does every UMAP fit), and until it is done
+:func:`aligned_embedding` uses PCA.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -69,8 +72,8 @@ class Embedding:
 
 
 _warm = threading.Event()
-_warm_lock = threading.Lock()
-_warm_thread: threading.Thread | None = None
+_pool_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
 warm_up_seconds: float | None = None
 
 
@@ -83,23 +86,47 @@ def _fit_umap(features: np.ndarray):
 
 def warm_up() -> float:
     """Compile UMAP's numba code (fit and transform) on random data; returns the seconds it took."""
-    global warm_up_seconds
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     reducer = _fit_umap(rng.normal(size=(300, 16)).astype(np.float32))
     reducer.transform(rng.normal(size=(50, 16)).astype(np.float32))
-    warm_up_seconds = time.perf_counter() - start
-    _warm.set()
-    return warm_up_seconds
+    return time.perf_counter() - start
+
+
+def _umap_coords(features: dict[str, np.ndarray], reference: str) -> dict[str, np.ndarray]:
+    reducer = _fit_umap(features[reference])
+    coords = {reference: reducer.embedding_}
+    coords.update({name: reducer.transform(f) for name, f in features.items() if name != reference})
+    return coords
+
+
+def _worker() -> ProcessPoolExecutor:
+    """One UMAP process for the whole app. Numba compilation holds the GIL for about a minute, so it
+    must not share a process with training threads; later fits reuse the compiled code."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return _pool
+
+
+def _in_worker(fn: Callable, *args):
+    return _worker().submit(fn, *args).result()
 
 
 def start_warm_up() -> None:
-    """Start :func:`warm_up` in a background thread, once per process."""
-    global _warm_thread
-    with _warm_lock:
-        if _warm_thread is None:
-            _warm_thread = threading.Thread(target=warm_up, name="umap-warm-up", daemon=True)
-            _warm_thread.start()
+    """Compile UMAP in the worker process in the background; :func:`umap_ready` turns True when done."""
+
+    def finished(future: Future) -> None:
+        global warm_up_seconds
+        if future.exception() is None:
+            warm_up_seconds = future.result()
+            _warm.set()
+
+    with _pool_lock:
+        started = _pool is not None
+    if not started:
+        _worker().submit(warm_up).add_done_callback(finished)
 
 
 def umap_ready() -> bool:
@@ -114,17 +141,13 @@ def aligned_embedding(features: dict[str, np.ndarray], reference: str = "before"
     """
     projection = projection or ("umap" if umap_ready() else "pca")
     start = time.perf_counter()
-    fitted = features[reference].astype(np.float32)
+    features = {name: f.astype(np.float32) for name, f in features.items()}
     if projection == "umap":
-        reducer = _fit_umap(fitted)
-        coords = {reference: reducer.embedding_}
+        coords = _in_worker(_umap_coords, features, reference)
     else:
         from sklearn.decomposition import PCA
 
-        reducer = PCA(n_components=2, random_state=0).fit(fitted)
-        coords = {reference: reducer.transform(fitted)}
-    for name, feats in features.items():
-        if name != reference:
-            coords[name] = reducer.transform(feats.astype(np.float32))
+        reducer = PCA(n_components=2, random_state=0).fit(features[reference])
+        coords = {name: reducer.transform(f) for name, f in features.items()}
     return Embedding(projection, reference, {k: np.asarray(v, dtype=np.float32) for k, v in coords.items()},
                      time.perf_counter() - start)

@@ -23,6 +23,7 @@ RETAIN = "#4C8DF6"   # blue: retain set (members)
 TEST = "#12B886"     # teal: test set (non-members)
 SERIES = ["#4C8DF6", "#F76707", "#12B886", "#BE4BDB", "#FAB005", "#FA5252", "#15AABF", "#82C91E"]
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.15))
+_PANELS = {**_LAYOUT, "margin": dict(l=10, r=10, t=80, b=10)}  # room for a title above subplot titles
 
 
 def _time_series(events: Sequence[JobEvent], values_of, title: str, y_title: str) -> go.Figure:
@@ -107,7 +108,7 @@ def embedding_figure(embedding: Embedding, titles: dict[str, str], labels: np.nd
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(title=f"Penultimate features ({embedding.projection.upper()}, fitted on {titles[embedding.reference]})",
-                      height=430, **_LAYOUT)
+                      height=430, **_PANELS)
     return fig
 
 
@@ -126,7 +127,7 @@ def confusion_figure(before: np.ndarray, after: np.ndarray, classes: Sequence[st
     fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=top, colorbar=dict(x=0.62, len=0.9, title="count")),
                       coloraxis2=dict(colorscale="RdBu", cmid=0, cmin=-limit, cmax=limit,
                                       colorbar=dict(x=1.0, len=0.9, title="Δ")),
-                      height=420, title="Test-set confusion (rows: true class, columns: predicted)", **_LAYOUT)
+                      height=420, title="Test-set confusion (rows: true class, columns: predicted)", **_PANELS)
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -144,7 +145,7 @@ def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
                                        marker_color=colour, opacity=0.6, histnorm="probability",
                                        xbins=dict(start=0, end=1.0001, size=0.05)), 1, col)
     fig.update_layout(barmode="overlay", height=360, title="Confidence p(true label | x): what the MIA classifier sees",
-                      **_LAYOUT)
+                      **_PANELS)
     fig.update_xaxes(range=[0, 1], title_text="confidence")
     return fig
 
@@ -156,7 +157,7 @@ def saliency_heatmaps(hard: np.ndarray, soft: np.ndarray, layer: str) -> go.Figu
     for col, matrix in enumerate((hard, soft), start=1):
         fig.add_trace(go.Heatmap(z=matrix, coloraxis="coloraxis"), 1, col)
     fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, cmax=1), height=420, title=f"Saliency of {layer}",
-                      **_LAYOUT)
+                      **_PANELS)
     fig.update_yaxes(autorange="reversed")
     return fig
 
