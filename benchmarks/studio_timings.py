@@ -73,10 +73,10 @@ def stop_latencies(ws, prepared, delays_s=(0.5, 2.0, 5.0)) -> dict[str, float]:
     for delay in delays_s:
         job = SessionJobs(heartbeat_timeout_s=None).start("unlearn", "to stop", unlearn_work(ws, prepared))
         time.sleep(delay)
-        pressed = time.perf_counter()
+        stage, pressed = job.stage, time.perf_counter()
         job.stop()
         job.wait()
-        results[f"stop_latency_at_{delay:g}s_into_run ({job.stage})"] = time.perf_counter() - pressed
+        results[f"stop_latency_at_{delay:g}s ({stage})"] = time.perf_counter() - pressed
     return results
 
 

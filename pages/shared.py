@@ -184,7 +184,8 @@ def device_text() -> str:
     device = pick_device()
     if device.type == "cuda":
         return f"CUDA GPU ({torch.cuda.get_device_name(device)})"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} compute thread{'s' if threads > 1 else ''})"
 
 
 def default_method() -> str:

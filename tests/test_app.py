@@ -235,3 +235,4 @@ def test_missing_dataset_shows_the_message_and_the_app_keeps_working(app):
     assert any("cifar10 is not in" in e.value for e in app.error)
     app.switch_page("pages/unlearn.py").run()
     assert not app.exception and not app.error
+
