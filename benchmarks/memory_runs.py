@@ -52,9 +52,10 @@ def main() -> None:
         readings.append(rss_mb())
         print(f"run {i + 1:2d}: {job.status}, {time.perf_counter() - start:5.1f} s, RSS {readings[-1]:.0f} MB, "
               f"runs kept {len(jobs.history)}", flush=True)
-    half = len(readings) // 2
-    print(f"RSS growth over the last {len(readings) - half} runs: {readings[-1] - readings[half - 1]:+.0f} MB "
-          f"(history keeps {jobs.history.maxlen} runs)")
+    kept = jobs.history.maxlen
+    after_full = readings[kept - 1:]
+    print(f"RSS once the history is full (runs {kept}..{len(readings)}): min {min(after_full):.0f} MB, "
+          f"max {max(after_full):.0f} MB; history keeps {kept} runs")
 
 
 if __name__ == "__main__":

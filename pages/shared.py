@@ -17,7 +17,7 @@ from wsscl_core.errors import WssclError
 from wsscl_core.jobs import RETAIN_EVAL, Job, RunRecord, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 from wsscl_core.metrics import (Evaluation, accuracy, confusion_matrix, evaluate, per_class_accuracy,
                                 predict_logits)
-from wsscl_core.methods import METHODS, MethodConfig
+from wsscl_core.methods import METHODS
 from wsscl_core.models import pick_device
 from wsscl_core.saliency import SOFT_NORMALISATIONS, SaliencyResult, compute_saliency
 from wsscl_core.workspace import Workspace, open_workspace
@@ -170,7 +170,7 @@ def adopt_upload(payload: bytes, dataset_name: str, model_name: str | None) -> b
     except WssclError as exc:
         st.error(str(exc))
         return False
-    use_workspace(ws, f"upload:{digest(payload)}")
+    use_workspace(ws, f"upload:{dataset_name}:{model_name}:{digest(payload)}")
     return True
 
 
@@ -238,8 +238,8 @@ def sidebar_status() -> None:
 
 # --------------------------------------------------------------------------- widgets
 
-def config_inputs(config: MethodConfig, key_prefix: str) -> dict[str, Any]:
-    """One input per field of a method's config dataclass, defaulting to its value there."""
+def config_inputs(config: Any, key_prefix: str) -> dict[str, Any]:
+    """One input per field of a config dataclass (a method's, or the training recipe), defaulting to its value."""
     values: dict[str, Any] = {}
     for f in fields(config):
         default, key = getattr(config, f.name), f"{key_prefix}.{f.name}"

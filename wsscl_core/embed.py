@@ -22,7 +22,7 @@ from torch import nn
 
 from .metrics import predict_features, predict_logits
 
-MAX_POINTS = 3000
+MAX_POINTS = 2000
 Projection = Literal["umap", "pca"]
 
 
@@ -81,7 +81,8 @@ def _fit_umap(features: np.ndarray):
     import umap
 
     n_neighbors = int(min(15, max(2, len(features) - 1)))
-    return umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, random_state=0, n_jobs=1).fit(features)
+    # 200 layout epochs instead of 500: the picture is settled by then and the fit takes ~2.5x less time.
+    return umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, n_epochs=200, random_state=0, n_jobs=1).fit(features)
 
 
 def warm_up() -> float:
