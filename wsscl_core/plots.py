@@ -124,11 +124,17 @@ def confusion_figure(before: np.ndarray, after: np.ndarray, classes: Sequence[st
         fig.add_trace(go.Heatmap(z=matrix, x=list(classes), y=list(classes), coloraxis=axis, text=matrix,
                                  texttemplate="%{text}", textfont_size=9,
                                  hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"), 1, col)
-    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=top, colorbar=dict(x=0.62, len=0.9, title="count")),
+    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=top,
+                                     colorbar=dict(orientation="h", x=0.33, y=-0.38, len=0.55, thickness=10,
+                                                   title="count")),
                       coloraxis2=dict(colorscale="RdBu", cmid=0, cmin=-limit, cmax=limit,
-                                      colorbar=dict(x=1.0, len=0.9, title="Δ")),
-                      height=420, title="Test-set confusion (rows: true class, columns: predicted)", **_PANELS)
+                                      colorbar=dict(orientation="h", x=0.84, y=-0.38, len=0.3, thickness=10,
+                                                    title="Δ")),
+                      height=520, title="Test-set confusion (rows: true class, columns: predicted)",
+                      **{**_PANELS, "margin": dict(l=10, r=10, t=80, b=120)})
     fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(showticklabels=False, col=2)
+    fig.update_yaxes(showticklabels=False, col=3)
     return fig
 
 
@@ -144,8 +150,8 @@ def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
             fig.add_trace(go.Histogram(x=values, name=group, legendgroup=group, showlegend=col == 1,
                                        marker_color=colour, opacity=0.6, histnorm="probability",
                                        xbins=dict(start=0, end=1.0001, size=0.05)), 1, col)
-    fig.update_layout(barmode="overlay", height=360, title="Confidence p(true label | x): what the MIA classifier sees",
-                      **_PANELS)
+    fig.update_layout(barmode="overlay", height=380, title="Confidence p(true label | x): what the MIA classifier sees",
+                      **{**_PANELS, "legend": dict(orientation="h", y=-0.3)})
     fig.update_xaxes(range=[0, 1], title_text="confidence")
     return fig
 
