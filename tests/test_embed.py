@@ -79,3 +79,11 @@ def test_projection_follows_warm_up(monkeypatch, fake_umap):
 def test_tiny_inputs_still_project(points):
     features = {"before": np.random.default_rng(0).normal(size=(points, 3))}
     assert embed.aligned_embedding(features, projection="pca").coords["before"].shape == (points, 2)
+
+
+def test_model_view_predictions_match_the_model(digits_workspace):
+    from wsscl_core.metrics import predict_logits
+
+    images = digits_workspace.data.test.images[:64]
+    view = embed.model_view(digits_workspace.original, images)
+    assert (view.predictions == predict_logits(digits_workspace.original, images).argmax(1).numpy()).all()

@@ -18,9 +18,9 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
-from .metrics import predict_features, predict_logits
+from .metrics import predict_features
+from .models import Classifier
 
 MAX_POINTS = 2000
 Projection = Literal["umap", "pca"]
@@ -54,11 +54,13 @@ class ModelView:
     predictions: np.ndarray
 
 
-def model_view(model: nn.Module, images: torch.Tensor) -> ModelView:
+def model_view(model: Classifier, images: torch.Tensor) -> ModelView:
     """Penultimate features and predictions of ``model`` on ``images`` (uint8, any device)."""
-    features = predict_features(model, images).numpy()
-    predictions = predict_logits(model, images).argmax(1).numpy()
-    return ModelView(features, predictions)
+    features = predict_features(model, images)
+    head = model.output_layer()
+    with torch.no_grad():  # the head on the features: one forward pass instead of two
+        predictions = head(features.to(next(head.parameters()).device)).argmax(1).cpu()
+    return ModelView(features.numpy(), predictions.numpy())
 
 
 @dataclass

@@ -125,10 +125,10 @@ def confusion_figure(before: np.ndarray, after: np.ndarray, classes: Sequence[st
                                  texttemplate="%{text}", textfont_size=9,
                                  hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"), 1, col)
     fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=top,
-                                     colorbar=dict(orientation="h", x=0.33, y=-0.38, len=0.55, thickness=10,
+                                     colorbar=dict(orientation="h", x=0.33, y=-0.42, len=0.55, thickness=10,
                                                    title="count")),
                       coloraxis2=dict(colorscale="RdBu", cmid=0, cmin=-limit, cmax=limit,
-                                      colorbar=dict(orientation="h", x=0.84, y=-0.38, len=0.3, thickness=10,
+                                      colorbar=dict(orientation="h", x=0.84, y=-0.42, len=0.3, thickness=10,
                                                     title="Δ")),
                       height=520, title="Test-set confusion (rows: true class, columns: predicted)",
                       **{**_PANELS, "margin": dict(l=10, r=10, t=80, b=120)})
