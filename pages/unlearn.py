@@ -1,7 +1,5 @@
 """Unlearn: choose what to forget and how, then watch the run live."""
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from pages import shared
@@ -35,12 +33,8 @@ try:
 except WssclError as exc:
     st.error(str(exc))
     st.stop()
-labels = ws.data.train.labels.cpu().numpy()
-forget_counts = np.bincount(labels[split.forget.numpy()], minlength=len(classes))
 st.write(f"Forget set: **{split.num_forget}** images · retain set: **{split.num_retain}** images")
-histogram = go.Figure(go.Bar(x=classes, y=forget_counts, marker_color=plots.FORGET, name="forget"))
-histogram.update_layout(title="Forget set per class", height=260, margin=dict(l=10, r=10, t=40, b=10))
-st.plotly_chart(histogram, key="forget_histogram")
+st.plotly_chart(plots.forget_histogram(ws.data.train.labels, split.forget, classes), key="forget_histogram")
 
 st.subheader("2. How to unlearn")
 method = st.selectbox("Method", list(METHODS), index=list(METHODS).index(shared.default_method()),

@@ -82,6 +82,14 @@ def per_class_table(rows: dict[str, Evaluation], classes: Sequence[str], forgott
     return pd.DataFrame([np.round(ev.per_class_test, 1) for ev in rows.values()], index=list(rows), columns=columns)
 
 
+def forget_histogram(labels: torch.Tensor, forget: torch.Tensor, classes: Sequence[str]) -> go.Figure:
+    """How many images of each class the forget set holds."""
+    counts = np.bincount(labels.cpu().numpy()[forget.cpu().numpy()], minlength=len(classes))
+    fig = go.Figure(go.Bar(x=list(classes), y=counts, marker_color=FORGET, name="forget"))
+    fig.update_layout(title="Forget set per class", height=260, **_LAYOUT)
+    return fig
+
+
 def per_class_bar(per_class: np.ndarray, classes: Sequence[str]) -> go.Figure:
     fig = go.Figure(go.Bar(x=list(classes), y=per_class, marker_color=RETAIN,
                            text=[f"{v:.1f}" for v in per_class], textposition="outside"))
