@@ -29,7 +29,9 @@ from .workspace import Workspace, train_original
 log = logging.getLogger(__name__)
 
 JobStatus = Literal["running", "done", "failed", "cancelled"]
-HEARTBEAT_TIMEOUT_S = 30.0
+# Browsers poll a hidden tab's timers as rarely as once a minute, so a run is only given up as
+# orphaned (tab closed) after two minutes without a poll.
+HEARTBEAT_TIMEOUT_S = 120.0
 HISTORY_SIZE = 5
 # Retain samples scored per model (a fixed random subset): keeps a default run's metrics to a few
 # seconds on a CPU; the MIA's shadow set is capped by the test-set size anyway.
