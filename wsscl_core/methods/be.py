@@ -16,7 +16,7 @@ from . import MethodConfig, UnlearnContext, register
 @dataclass
 class BEConfig(MethodConfig):
     epochs: int = 3
-    lr: float = 1e-3
+    lr: float = 1e-5
     batch_size: int = 128
     weight_decay: float = 5e-4
 
