@@ -1,8 +1,13 @@
-"""WSS-CL unlearning studio: navigation, the run-status sidebar, and the Home page."""
+"""WSS-CL unlearning studio: navigation, the run-status sidebar, and the Home page.
+
+The page files live in app_pages/, not pages/: Streamlit treats a pages/ folder as the old
+folder-based navigation until app.py has run once, so a first visitor arriving on a deep link
+(e.g. /model) would get a page list of raw file names and skip app.py entirely.
+"""
 
 import streamlit as st
 
-from pages import shared
+from app_pages import shared
 
 st.set_page_config(page_title="WSS-CL unlearning studio", page_icon=":material/cleaning_services:", layout="wide")
 shared.start_up()
@@ -31,15 +36,15 @@ def home() -> None:
              "default settings, then compare with the original on the Compare page. No choices needed.")
     if st.button("Run the default demo", type="primary", disabled=shared.jobs().busy):
         if shared.start_run(shared.default_request()):
-            st.switch_page("pages/unlearn.py")
+            st.switch_page("app_pages/unlearn.py")
 
 
 pages = [
     st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
-    st.Page("pages/unlearn.py", title="Unlearn", icon=":material/cleaning_services:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
+    st.Page("app_pages/model.py", title="Model", icon=":material/model_training:"),
+    st.Page("app_pages/unlearn.py", title="Unlearn", icon=":material/cleaning_services:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("app_pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
 ]
 page = st.navigation(pages)
 shared.sidebar_status()

@@ -75,6 +75,17 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def test_a_deep_link_first_gets_the_studio_navigation(studio_url, browser):
+    """Runs first, on a fresh server: the first visitor arrives on /model, not on Home."""
+    page = browser.new_page()
+    page.goto(f"{studio_url}/model")
+    wait_idle(page)
+    page.get_by_text("Test accuracy").first.wait_for()
+    nav = page.get_by_test_id("stSidebarNav")
+    assert nav.get_by_text("Home").count() == 1 and nav.get_by_text("shared").count() == 0
+    page.close()
+
+
 def test_default_demo_end_to_end(studio_url, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme="light")
     page = context.new_page()

@@ -30,7 +30,7 @@ class CLConfig(MethodConfig):
     stage2_epochs: int = 1
     stage2_lr: float = 0.01
     tau: float = 1.4
-    representation: str = "features"
+    representation: str = "logits"  # measured: Avg.Gap 0.46 vs 0.85 for penultimate features (docs/TUNING.md)
     retain_steps: int = 8  # retain batches per stage-2 epoch
     batch_size: int = 128
     weight_decay: float = 5e-4

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages import shared
+from app_pages import shared
 from wsscl_core import plots
 from wsscl_core.data import DATASETS, DEFAULT_DATASET
 from wsscl_core.engine import TrainRecipe

@@ -144,7 +144,7 @@ def workspace(required: bool = True) -> Workspace | None:
             st.error(str(exc))
             if not required:
                 return None
-            st.page_link("pages/model.py", label="Train or upload an original model on the Model page", icon=":material/model_training:")
+            st.page_link("app_pages/model.py", label="Train or upload an original model on the Model page", icon=":material/model_training:")
             st.stop()
     return st.session_state.workspace
 

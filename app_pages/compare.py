@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages import shared
+from app_pages import shared
 from wsscl_core import embed, plots
 from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.report import checkpoint_metadata, html_report
@@ -12,7 +12,7 @@ ws = shared.workspace()
 runs = shared.runs()
 if not runs:
     st.info("No finished run on this model yet in this session.")
-    st.page_link("pages/unlearn.py", label="Start one on the Unlearn page", icon=":material/cleaning_services:")
+    st.page_link("app_pages/unlearn.py", label="Start one on the Unlearn page", icon=":material/cleaning_services:")
     st.stop()
 
 by_number = {r.number: r for r in runs}

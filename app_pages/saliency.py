@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages import shared
+from app_pages import shared
 from wsscl_core import plots
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
