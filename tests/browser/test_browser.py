@@ -82,7 +82,7 @@ def test_a_deep_link_first_gets_the_studio_navigation(studio_url, browser):
     wait_idle(page)
     page.get_by_text("Test accuracy").first.wait_for()
     nav = page.get_by_test_id("stSidebarNav")
-    assert nav.get_by_text("Home").count() == 1 and nav.get_by_text("shared").count() == 0
+    assert nav.get_by_text("Home", exact=True).count() == 1 and nav.get_by_text("shared").count() == 0
     page.close()
 
 
