@@ -31,7 +31,8 @@ if retrain is not None:
 for earlier in same_split:
     if earlier is not record:
         rows[f"#{earlier.number} {earlier.unlearned.label}"] = (earlier.unlearned.evaluation, earlier.unlearned.rte_s)
-table = plots.metrics_table(rows, retrain.evaluation if retrain is not None else None)
+table = plots.metrics_table(rows, retrain.evaluation if retrain is not None else None,
+                            retrain.rte_s if retrain is not None else None)
 st.dataframe(table)
 st.caption("UA = 100 − accuracy on the forget set; RA on the retain set; TA on the test set; MIA = share of forget "
            "samples a membership-inference attack calls non-members. Avg.Gap = mean distance to Retrain (lower is "

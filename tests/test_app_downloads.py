@@ -34,3 +34,10 @@ def test_report_has_settings_table_and_figures(digits_workspace, finished_run):
                          [plots.mia_figure({"Original": original, "FT": finished_run.unlearned.evaluation})])
     assert "class:2" in report and "<table" in report and "MIA-efficacy" in report
     assert "Plotly.newPlot" in report and "<script src=" not in report  # plotly.js inlined: works offline
+
+
+def test_metrics_table_gaps_and_time_ratio_against_retrain(digits_workspace, finished_run):
+    ev = finished_run.unlearned.evaluation
+    table = plots.metrics_table({"Retrain": (ev, 10.0), "FT": (ev, 2.0)}, ev, reference_rte_s=10.0)
+    assert table.loc["FT", "Avg.Gap"] == 0.0 and table.loc["FT", "RTE / Retrain"] == 0.2
+    assert plots.metrics_table({"FT": (ev, 2.0)}, None)["Avg.Gap"].isna().all()

@@ -64,14 +64,16 @@ def accuracy_figure(events: Sequence[JobEvent]) -> go.Figure:
     return fig
 
 
-def metrics_table(rows: dict[str, tuple[Evaluation, float | None]], reference: Evaluation | None) -> pd.DataFrame:
-    """UA, RA, TA, MIA, Avg.Gap vs Retrain and RTE per model (RTE None for the original)."""
+def metrics_table(rows: dict[str, tuple[Evaluation, float | None]], reference: Evaluation | None,
+                  reference_rte_s: float | None = None) -> pd.DataFrame:
+    """UA, RA, TA, MIA, Avg.Gap vs Retrain, RTE and RTE / Retrain per model (RTE None for the original)."""
     records = []
     for name, (ev, rte_s) in rows.items():
         scores = ev.scores()
         record = {"model": name, **{k: round(scores[k], 2) for k in METRIC_KEYS}}
         record["Avg.Gap"] = round(avg_gap(scores, reference.scores()), 2) if reference is not None else None
         record["RTE (s)"] = round(rte_s, 1) if rte_s is not None else None
+        record["RTE / Retrain"] = round(rte_s / reference_rte_s, 3) if rte_s is not None and reference_rte_s else None
         records.append(record)
     return pd.DataFrame.from_records(records).set_index("model")
 
