@@ -169,6 +169,7 @@ def test_same_seed_same_result(ctx_for):
     ("wscl", {"mask_ratio": 0}, "ratio"),
     ("cl", {"stage1_epochs": 0, "stage2_epochs": 0}, "stage"),
     ("iu", {"fisher_samples": 0}, "fisher_samples"),
+    ("l1_sparse", {"alpha": -1}, "alpha"),
 ])
 def test_bad_hyperparameters_are_user_errors(method, overrides, message):
     with pytest.raises(WssclError, match=message):

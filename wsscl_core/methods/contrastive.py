@@ -10,7 +10,6 @@ stages: none (CL), the hard saliency mask (WS-CL) or the soft one (WSS-CL).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..engine import Batch, LossFn, Phase, Round, StepOutput, cross_entropy_loss
+from ..errors import WssclError
 from ..models import Classifier
 from . import MethodConfig, UnlearnContext, register
 
@@ -18,6 +19,11 @@ class L1SparseConfig(MethodConfig):
     alpha: float = 5e-4
     batch_size: int = 256
     weight_decay: float = 5e-4
+
+    def validate(self) -> None:
+        super().validate()
+        if self.alpha < 0:
+            raise WssclError(f"The l1 weight alpha must be 0 or more, got {self.alpha}.")
 
 
 def l1_penalised_cross_entropy(alpha: float) -> LossFn:
