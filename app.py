@@ -1,13 +1,13 @@
 """WSS-CL unlearning studio: navigation, the run-status sidebar, and the Home page.
 
-The page files live in app_pages/, not pages/: Streamlit treats a pages/ folder as the old
-folder-based navigation until app.py has run once, so a first visitor arriving on a deep link
-(e.g. /model) would get a page list of raw file names and skip app.py entirely.
+Streamlit treats a pages/ folder as its older folder navigation until app.py has run once, so a
+first visitor arriving on a deep link (e.g. /model) skips app.py: each page then sends the visit
+through app.py (``shared.enter_through_app``), which installs this navigation and forwards it.
 """
 
 import streamlit as st
 
-from app_pages import shared
+from pages import shared
 
 st.set_page_config(page_title="WSS-CL unlearning studio", page_icon=":material/cleaning_services:", layout="wide")
 shared.start_up()
@@ -36,16 +36,18 @@ def home() -> None:
              "default settings, then compare with the original on the Compare page. No choices needed.")
     if st.button("Run the default demo", type="primary", disabled=shared.jobs().busy):
         if shared.start_run(shared.default_request()):
-            st.switch_page("app_pages/unlearn.py")
+            st.switch_page("pages/unlearn.py")
 
 
 pages = [
     st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("app_pages/model.py", title="Model", icon=":material/model_training:"),
-    st.Page("app_pages/unlearn.py", title="Unlearn", icon=":material/cleaning_services:"),
-    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("app_pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
+    st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
+    st.Page("pages/unlearn.py", title="Unlearn", icon=":material/cleaning_services:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
 ]
 page = st.navigation(pages)
+st.session_state[shared.NAVIGATION_READY] = True
+shared.forward_deep_link()
 shared.sidebar_status()
 page.run()

@@ -44,7 +44,7 @@ def jobs_of(at: AppTest) -> SessionJobs:
 
 
 def start_ft(at: AppTest, epochs: int) -> None:
-    at.switch_page("app_pages/unlearn.py")
+    at.switch_page("pages/unlearn.py")
     at.run()
     at.selectbox(key="method").set_value("ft").run()
     at.number_input(key="hp.ft.epochs").set_value(epochs)
@@ -76,14 +76,14 @@ def test_home_explains_and_offers_the_demo(app):
     assert app.button[0].label == "Run the default demo"
 
 
-@pytest.mark.parametrize("page", ["app_pages/model.py", "app_pages/unlearn.py", "app_pages/compare.py", "app_pages/saliency.py"])
+@pytest.mark.parametrize("page", ["pages/model.py", "pages/unlearn.py", "pages/compare.py", "pages/saliency.py"])
 def test_every_page_renders_its_defaults(digits_workspace, page):
     at = make_app(digits_workspace, page)
     assert not at.error, [e.value for e in at.error]
 
 
 def test_unlearn_defaults_come_from_the_method_config(app):
-    app.switch_page("app_pages/unlearn.py").run()
+    app.switch_page("pages/unlearn.py").run()
     assert app.selectbox(key="method").value == "wsscl"
     assert app.number_input(key="hp.wsscl.tau").value == 1.4
     assert app.number_input(key="hp.wsscl.stage1_epochs").value == 1
@@ -99,7 +99,7 @@ def test_short_run_completes_and_shows_on_compare(app):
     assert jobs_of(app).current.status == "done"
     assert any("finished" in s.value for s in app.success)
     assert "Losses per phase" in chart_titles(app)
-    app.switch_page("app_pages/compare.py").run()
+    app.switch_page("pages/compare.py").run()
     assert not app.exception and not app.error
     table = app.dataframe[0].value
     assert {"UA", "RA", "TA", "MIA", "Avg.Gap", "RTE (s)"} <= set(table.columns)
@@ -137,7 +137,7 @@ def test_second_run_is_refused_with_a_message(app):
 @pytest.mark.parametrize("field, value, message", [("epochs", 0, "epochs must be at least 1"),
                                                    ("lr", 0.0, "Learning rate"), ("lr", 1e9, "Learning rate")])
 def test_bad_hyperparameters_show_the_library_message(app, field, value, message):
-    app.switch_page("app_pages/unlearn.py").run()
+    app.switch_page("pages/unlearn.py").run()
     app.selectbox(key="method").set_value("ft").run()
     app.number_input(key=f"hp.ft.{field}").set_value(value)
     app.button(key="run").click().run()
@@ -146,7 +146,7 @@ def test_bad_hyperparameters_show_the_library_message(app, field, value, message
 
 
 def test_batch_larger_than_the_forget_set_is_shown(app):
-    app.switch_page("app_pages/unlearn.py").run()
+    app.switch_page("pages/unlearn.py").run()
     app.selectbox(key="method").set_value("ft").run()
     app.number_input(key="hp.ft.epochs").set_value(1)
     app.number_input(key="hp.ft.batch_size").set_value(100_000)
@@ -167,7 +167,7 @@ def test_two_sessions_keep_their_own_runs(digits_workspace, digits, digits_check
     assert jobs_of(alice) is not jobs_of(bob)
     (alice_run,), (bob_run,) = jobs_of(alice).results("unlearn"), jobs_of(bob).results("unlearn")
     assert alice_run.unlearned.config["epochs"] == 1 and bob_run.unlearned.config["epochs"] == 2
-    alice.switch_page("app_pages/compare.py").run()
+    alice.switch_page("pages/compare.py").run()
     assert [i for i in alice.dataframe[0].value.index if i.startswith("#")] == [f"#{alice_run.number} FT"]
 
 
@@ -179,7 +179,7 @@ def upload_app(payload: bytes, model_name: str | None = None) -> AppTest:
     def script(payload: bytes, model_name: str | None) -> None:
         import streamlit as st
 
-        from app_pages import shared
+        from pages import shared
 
         if shared.adopt_upload(payload, "digits", model_name):
             st.success("loaded")
@@ -223,16 +223,16 @@ def test_good_upload_is_adopted(digits_checkpoint):
 def test_upload_size_limit_is_configured_and_stated(app):
     limit = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
     assert 50 <= limit < 200  # a ResNet-18 checkpoint (~45 MB) fits; Streamlit's default 200 MB is lowered
-    app.switch_page("app_pages/model.py").run()
+    app.switch_page("pages/model.py").run()
     uploader = app.get("file_uploader")[0]
     assert f"at most {limit} MB" in uploader.proto.label
 
 
 def test_missing_dataset_shows_the_message_and_the_app_keeps_working(app):
-    app.switch_page("app_pages/model.py").run()
+    app.switch_page("pages/model.py").run()
     app.selectbox(key="train_dataset").set_value("cifar10")
     app.button(key="train_button").click().run()
     assert any("cifar10 is not in" in e.value for e in app.error)
-    app.switch_page("app_pages/unlearn.py").run()
+    app.switch_page("pages/unlearn.py").run()
     assert not app.exception and not app.error
 

@@ -2,11 +2,13 @@
 
 import streamlit as st
 
-from app_pages import shared
+from pages import shared
 from wsscl_core import plots
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
 from wsscl_core.saliency import DEFAULT_SOFT_NORMALISATION, SOFT_NORMALISATIONS
+
+shared.enter_through_app(__file__)
 
 st.title("Saliency")
 st.write("Gradients of the forget-set loss at the original model say which weights encode the forget set. "

@@ -2,12 +2,14 @@
 
 import streamlit as st
 
-from app_pages import shared
+from pages import shared
 from wsscl_core import plots
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
 from wsscl_core.jobs import UnlearnRequest
 from wsscl_core.methods import METHODS, make_config
+
+shared.enter_through_app(__file__)
 
 st.title("Unlearn")
 ws = shared.workspace()
@@ -55,4 +57,4 @@ job = jobs.current
 if job is not None and job.kind == "unlearn":
     shared.job_panel(job)
     if job.status == "done":
-        st.page_link("app_pages/compare.py", label="See the result on Compare", icon=":material/compare:")
+        st.page_link("pages/compare.py", label="See the result on Compare", icon=":material/compare:")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 import os
 from dataclasses import fields
 from typing import Any
@@ -23,6 +24,7 @@ from wsscl_core.saliency import SOFT_NORMALISATIONS, SaliencyResult, compute_sal
 from wsscl_core.workspace import Workspace, open_workspace
 
 POLL_S = 0.5
+NAVIGATION_READY = "studio_navigation_ready"
 DEFAULT_FORGET = ForgetSpec("class", (0,))
 # Text hyperparameters with a fixed set of values get a select box instead of a text field.
 CHOICES = {"mask_normalisation": list(SOFT_NORMALISATIONS), "representation": ["features", "logits"]}
@@ -115,6 +117,20 @@ def saliency(workspace_key: str, spec_text: str, ratio: float, normalisation: st
 
 
 @st.cache_resource(show_spinner=False)
+def enter_through_app(page_file: str) -> None:
+    """Send a visit that skipped app.py (a deep link on a fresh session) through it, then back here."""
+    if not st.session_state.get(NAVIGATION_READY):
+        st.session_state["deep_link"] = f"pages/{Path(page_file).name}"
+        st.switch_page("app.py")
+
+
+def forward_deep_link() -> None:
+    """Called by app.py once its navigation exists: finish a deep link that arrived before it."""
+    target = st.session_state.pop("deep_link", None)
+    if target:
+        st.switch_page(target)
+
+
 def start_up() -> None:
     """Once per server: leave a CPU core to the UMAP worker and the web server (oversubscribed
     OpenMP threads made training steps ~3x slower here), and start UMAP's warm-up."""
@@ -144,7 +160,7 @@ def workspace(required: bool = True) -> Workspace | None:
             st.error(str(exc))
             if not required:
                 return None
-            st.page_link("app_pages/model.py", label="Train or upload an original model on the Model page", icon=":material/model_training:")
+            st.page_link("pages/model.py", label="Train or upload an original model on the Model page", icon=":material/model_training:")
             st.stop()
     return st.session_state.workspace
 

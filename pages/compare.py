@@ -2,17 +2,19 @@
 
 import streamlit as st
 
-from app_pages import shared
+from pages import shared
 from wsscl_core import embed, plots
 from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.report import checkpoint_metadata, html_report
+
+shared.enter_through_app(__file__)
 
 st.title("Compare")
 ws = shared.workspace()
 runs = shared.runs()
 if not runs:
     st.info("No finished run on this model yet in this session.")
-    st.page_link("app_pages/unlearn.py", label="Start one on the Unlearn page", icon=":material/cleaning_services:")
+    st.page_link("pages/unlearn.py", label="Start one on the Unlearn page", icon=":material/cleaning_services:")
     st.stop()
 
 by_number = {r.number: r for r in runs}
