@@ -174,3 +174,17 @@ def test_same_seed_same_result(ctx_for):
 def test_bad_hyperparameters_are_user_errors(method, overrides, message):
     with pytest.raises(WssclError, match=message):
         make_config(method, overrides)
+
+
+@pytest.mark.parametrize("method", ["wsscl", "wscl", "salun"])
+def test_stop_during_saliency_ends_the_run(ctx_for, method):
+    """Stop pressed while the mask's gradients are computed ends the run before any training."""
+    ctx = ctx_for("random:0.1")
+    flag = threading.Event()
+    flag.set()
+    ctx.cancel = flag
+    events = []
+    ctx.on_progress = events.append
+    with pytest.raises(RunCancelled):
+        run_unlearning(method, ctx)
+    assert not events, "no training step may start after Stop"

@@ -33,7 +33,7 @@ DEFAULT_SOFT_NORMALISATION = "global"  # lowest Avg.Gap for WSS-CL on the defaul
 
 
 def forget_gradients(model: nn.Module, data: Dataset, forget_idx: torch.Tensor,
-                     batch_size: int = 256) -> dict[str, torch.Tensor]:
+                     batch_size: int = 256, cancel: CancelFlag | None = None) -> dict[str, torch.Tensor]:
     """Sum over forget batches of the gradient of the batch-mean cross-entropy, at the model's weights.
 
     Runs in eval mode without augmentation: the saliency describes θo as it predicts, and
@@ -43,7 +43,7 @@ def forget_gradients(model: nn.Module, data: Dataset, forget_idx: torch.Tensor,
     """
     if forget_idx.numel() == 0:
         raise WssclError("The forget set is empty, so there is no saliency to compute.")
-    return loss_gradients(model, data, forget_idx, batch_size, reduction="mean")
+    return loss_gradients(model, data, forget_idx, batch_size, reduction="mean", cancel=cancel)
 
 
 def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch_size: int = 256,

@@ -87,7 +87,7 @@ def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, tor
 
 
 def _forget_gradients(ctx: UnlearnContext) -> dict[str, torch.Tensor]:
-    return forget_gradients(ctx.original, ctx.data, ctx.split.forget)
+    return forget_gradients(ctx.original, ctx.data, ctx.split.forget, cancel=ctx.cancel)
 
 
 @register("cl", "CL", "KL-to-uniform on D_f, then contrastive forgetting with retain fine-tuning (no mask)", CLConfig)
