@@ -309,6 +309,7 @@ def run_phases(
                 bs = r.batch_size or phase.batch_size
                 idx_all = r.indices.to(device)
                 order = idx_all[torch.randperm(len(idx_all), device=device, generator=generator)]
+                neg_pool = r.negatives.to(device) if r.negatives is not None else None
                 for b in range(_round_steps(r, phase.batch_size)):
                     check_cancel(cancel)
                     idx = order[b * bs:(b + 1) * bs]
@@ -317,8 +318,7 @@ def run_phases(
                     batch = Batch(x, labels[idx], idx, generator, epoch, progress=step / max(total, 1))
                     if r.two_views:
                         batch.x_view = augment_batch(raw, data.crop_padding, data.flip, generator)
-                    if r.negatives is not None:
-                        neg_pool = r.negatives.to(device)
+                    if neg_pool is not None:
                         pick = neg_pool[torch.randint(0, len(neg_pool), (bs,), device=device, generator=generator)]
                         xn = to_float(images[pick])
                         batch.x_neg = augment_batch(xn, data.crop_padding, data.flip, generator) if r.augment else xn
