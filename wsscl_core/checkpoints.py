@@ -146,13 +146,19 @@ def _shape_report(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -
 
 def load_model(source: str | Path | bytes | BinaryIO, *, dataset: Dataset | None = None,
                model_name: str | None = None, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
+    """Read a checkpoint safely and build its model (see :func:`model_from_state`)."""
+    state, meta = read_checkpoint(source)
+    return model_from_state(state, meta, dataset=dataset, model_name=model_name, device=device)
+
+
+def model_from_state(state: dict[str, torch.Tensor], meta: dict, *, dataset: Dataset | None = None,
+                     model_name: str | None = None, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
     """Build the right architecture and load weights into it.
 
     Our own checkpoints carry their architecture and normalisation. For a foreign one, the
     architecture comes from ``model_name`` or is detected from its keys, and classes/channels
     come from ``dataset``. Any mismatch raises :class:`WssclError` naming the keys and shapes.
     """
-    state, meta = read_checkpoint(source)
     detected = detect_architecture(state)
     arch = model_name or meta.get("model") or detected
     if arch is None:

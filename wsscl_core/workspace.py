@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import torch
 
-from .checkpoints import DEFAULT_MODEL_FILE, load_model, model_metadata, read_checkpoint
+from .checkpoints import DEFAULT_MODEL_FILE, model_from_state, model_metadata, read_checkpoint
 from .data import DEFAULT_DATASET, Dataset, ForgetSplit, load_dataset
 from .engine import CancelFlag, EngineOptions, ProgressFn, TrainRecipe, run_phases
 from .errors import WssclError
@@ -53,14 +53,13 @@ def open_workspace(checkpoint: str | Path | bytes | BinaryIO | None = None, data
                    data_root: str | None = None) -> Workspace:
     """Load (by default) the shipped original model and the shipped dataset."""
     device = pick_device(device) if isinstance(device, str) else device
-    checkpoint = DEFAULT_MODEL_FILE if checkpoint is None else checkpoint
+    state, saved_meta = read_checkpoint(DEFAULT_MODEL_FILE if checkpoint is None else checkpoint)
     if isinstance(dataset, Dataset):
         data = dataset
     else:
-        if dataset is None and isinstance(checkpoint, (str, Path)):
-            dataset = (read_checkpoint(checkpoint)[1].get("dataset") or {}).get("name") or DEFAULT_DATASET
-        data = load_dataset(dataset or DEFAULT_DATASET, root=data_root)
-    model, meta = load_model(checkpoint, dataset=data, model_name=model_name, device=device)
+        dataset = dataset or (saved_meta.get("dataset") or {}).get("name") or DEFAULT_DATASET
+        data = load_dataset(dataset, root=data_root)
+    model, meta = model_from_state(state, saved_meta, dataset=data, model_name=model_name, device=device)
     check_same_data(meta, data)
     recipe = TrainRecipe.from_dict(meta.get("recipe"))
     return Workspace(data.to(device), model.eval(), meta, meta["model"], recipe, device)
