@@ -2,15 +2,17 @@
 
 Streamlit treats a pages/ folder as its older folder navigation until app.py has run once, so a
 first visitor arriving on a deep link (e.g. /model) skips app.py: each page then sends the visit
-through app.py (``shared.enter_through_app``), which installs this navigation and forwards it.
+through app.py (``shared.enter_page``), which installs this navigation and forwards it.
+
+The Home page draws its text and button before importing torch and the library (``pages.shared``):
+the first visit after the server starts pays that import (~2.5 s on a 2-core CPU) after Home is on screen.
 """
 
 import streamlit as st
 
-from pages import shared
+from pages import navigation
 
 st.set_page_config(page_title="WSS-CL unlearning studio", page_icon=":material/cleaning_services:", layout="wide")
-shared.start_up()
 
 
 def home() -> None:
@@ -29,14 +31,19 @@ def home() -> None:
         "computed from the forget-set gradients scales every update, so weights that matter most for the "
         "forget set move most.")
     st.image("assets/diagram.svg", caption="WSS-CL: forgetting, then masked adversarial fine-tuning")
-    st.info(f"Computing on: **{shared.device_text()}**")
+    device = st.empty()
 
     st.subheader("Run the default demo")
     st.write("Forget one class of the shipped Fashion-MNIST subset from the shipped model with WSS-CL's "
              "default settings, then compare with the original on the Compare page. No choices needed.")
-    if st.button("Run the default demo", type="primary", disabled=shared.jobs().busy):
-        if shared.start_run(shared.default_request()):
-            st.switch_page("pages/unlearn.py")
+    clicked = st.button("Run the default demo", type="primary", disabled=navigation.run_in_progress())
+
+    from pages import shared  # torch and the library, once Home is on screen
+
+    shared.start_up()
+    device.info(f"Computing on: **{shared.device_text()}**")
+    if clicked and shared.start_run(shared.default_request()):
+        st.switch_page("pages/unlearn.py")
 
 
 pages = [
@@ -47,7 +54,10 @@ pages = [
     st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
 ]
 page = st.navigation(pages)
-st.session_state[shared.NAVIGATION_READY] = True
-shared.forward_deep_link()
-shared.sidebar_status()
+st.session_state[navigation.NAVIGATION_READY] = True
+navigation.forward_deep_link()
+if "jobs" in st.session_state:  # a run was started, so the library is loaded
+    from pages import shared
+
+    shared.sidebar_status()
 page.run()

@@ -7,7 +7,7 @@ from wsscl_core import embed, plots
 from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.report import checkpoint_metadata, html_report
 
-shared.enter_through_app(__file__)
+shared.enter_page(__file__)
 
 st.title("Compare")
 ws = shared.workspace()

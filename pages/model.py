@@ -10,7 +10,7 @@ from wsscl_core.errors import WssclError
 from wsscl_core.jobs import train_work
 from wsscl_core.models import MODEL_HELP, MODELS
 
-shared.enter_through_app(__file__)
+shared.enter_page(__file__)
 
 st.title("Model")
 jobs = shared.jobs()
@@ -48,9 +48,9 @@ with shipped:
 with train:
     left, right = st.columns(2)
     dataset_name = left.selectbox("Dataset", list(DATASETS), index=list(DATASETS).index(DEFAULT_DATASET),
-                                  key="train_dataset")
+                                  key="train_dataset", persist_state="session")
     model_name = right.selectbox("Architecture", list(MODELS), format_func=lambda m: f"{m} — {MODEL_HELP[m]}",
-                                 key="train_model")
+                                 key="train_model", persist_state="session")
     with st.expander("Training recipe"):
         recipe_values = shared.config_inputs(TrainRecipe(), "recipe")
     if st.button("Train", type="primary", key="train_button"):
@@ -66,8 +66,8 @@ with upload:
     limit_mb = st.get_option("server.maxUploadSize")
     left, right = st.columns(2)
     upload_dataset = left.selectbox("Dataset it was trained on", list(DATASETS),
-                                    index=list(DATASETS).index(DEFAULT_DATASET), key="upload_dataset")
-    upload_model = right.selectbox("Architecture", ["detect from the file", *MODELS], key="upload_model")
+                                    index=list(DATASETS).index(DEFAULT_DATASET), key="upload_dataset", persist_state="session")
+    upload_model = right.selectbox("Architecture", ["detect from the file", *MODELS], key="upload_model", persist_state="session")
     uploaded = st.file_uploader(f"Checkpoint (.pt / .pth, at most {limit_mb} MB)", type=["pt", "pth"],
                                 help=f"Files above {limit_mb} MB are refused (server.maxUploadSize). Loaded with "
                                      "weights_only=True: tensors and plain data only, never code.")

@@ -8,7 +8,7 @@ from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
 from wsscl_core.saliency import DEFAULT_SOFT_NORMALISATION, SOFT_NORMALISATIONS
 
-shared.enter_through_app(__file__)
+shared.enter_page(__file__)
 
 st.title("Saliency")
 st.write("Gradients of the forget-set loss at the original model say which weights encode the forget set. "
@@ -19,10 +19,10 @@ runs = shared.runs()
 spec = runs[-1].request.spec if runs else shared.DEFAULT_FORGET
 st.caption(f"Forget set: {spec} (the latest run's, or the default)")
 left, right = st.columns(2)
-ratio = left.slider("Hard mask: share of weights selected", 0.05, 0.95, 0.5, 0.05, key="saliency_ratio")
+ratio = left.slider("Hard mask: share of weights selected", 0.05, 0.95, 0.5, 0.05, key="saliency_ratio", persist_state="session")
 normalisation = right.selectbox("Soft mask normalisation", list(SOFT_NORMALISATIONS),
                                 index=list(SOFT_NORMALISATIONS).index(DEFAULT_SOFT_NORMALISATION),
-                                format_func=lambda n: f"{n} — {SOFT_NORMALISATIONS[n]}", key="saliency_norm")
+                                format_func=lambda n: f"{n} — {SOFT_NORMALISATIONS[n]}", key="saliency_norm", persist_state="session")
 try:
     split = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes)
     result = shared.saliency(shared.workspace_key(), str(spec), ratio, normalisation, ws, split)

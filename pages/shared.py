@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 import os
 from dataclasses import fields
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from pages.navigation import enter_through_app
 from wsscl_core import embed, plots
 from wsscl_core.data import Dataset, ForgetSpec, ForgetSplit, load_dataset
 from wsscl_core.errors import WssclError
@@ -24,7 +24,6 @@ from wsscl_core.saliency import SOFT_NORMALISATIONS, SaliencyResult, compute_sal
 from wsscl_core.workspace import Workspace, open_workspace
 
 POLL_S = 0.5
-NAVIGATION_READY = "studio_navigation_ready"
 DEFAULT_FORGET = ForgetSpec("class", (0,))
 # Text hyperparameters with a fixed set of values get a select box instead of a text field.
 CHOICES = {"mask_normalisation": list(SOFT_NORMALISATIONS), "representation": ["features", "logits"]}
@@ -116,19 +115,10 @@ def saliency(workspace_key: str, spec_text: str, ratio: float, normalisation: st
     return compute_saliency(_ws.original, _ws.data, _split, ratio, normalisation)
 
 
-@st.cache_resource(show_spinner=False)
-def enter_through_app(page_file: str) -> None:
-    """Send a visit that skipped app.py (a deep link on a fresh session) through it, then back here."""
-    if not st.session_state.get(NAVIGATION_READY):
-        st.session_state["deep_link"] = f"pages/{Path(page_file).name}"
-        st.switch_page("app.py")
-
-
-def forward_deep_link() -> None:
-    """Called by app.py once its navigation exists: finish a deep link that arrived before it."""
-    target = st.session_state.pop("deep_link", None)
-    if target:
-        st.switch_page(target)
+def enter_page(page_file: str) -> None:
+    """The first call of every page: route a deep link through app.py, then run the start-up."""
+    enter_through_app(page_file)
+    start_up()
 
 
 def start_up() -> None:
@@ -260,16 +250,16 @@ def config_inputs(config: Any, key_prefix: str) -> dict[str, Any]:
     for f in fields(config):
         default, key = getattr(config, f.name), f"{key_prefix}.{f.name}"
         if isinstance(default, bool):
-            values[f.name] = st.checkbox(f.name, default, key=key)
+            values[f.name] = st.checkbox(f.name, default, key=key, persist_state="session")
         elif isinstance(default, int):
-            values[f.name] = st.number_input(f.name, value=default, step=1, key=key)
+            values[f.name] = st.number_input(f.name, value=default, step=1, key=key, persist_state="session")
         elif isinstance(default, float):
-            values[f.name] = st.number_input(f.name, value=default, format="%g", step=None, key=key)
+            values[f.name] = st.number_input(f.name, value=default, format="%g", step=None, key=key, persist_state="session")
         elif f.name in CHOICES:
             options = CHOICES[f.name]
-            values[f.name] = st.selectbox(f.name, options, index=options.index(default), key=key)
+            values[f.name] = st.selectbox(f.name, options, index=options.index(default), key=key, persist_state="session")
         else:
-            values[f.name] = st.text_input(f.name, str(default), key=key)
+            values[f.name] = st.text_input(f.name, str(default), key=key, persist_state="session")
     return values
 
 

@@ -9,7 +9,7 @@ from wsscl_core.errors import WssclError
 from wsscl_core.jobs import UnlearnRequest
 from wsscl_core.methods import METHODS, make_config
 
-shared.enter_through_app(__file__)
+shared.enter_page(__file__)
 
 st.title("Unlearn")
 ws = shared.workspace()
@@ -17,17 +17,17 @@ classes = ws.data.classes
 st.caption(f"Model: {ws.model_name} on {ws.data.name} ({len(ws.data.train)} train images, {len(classes)} classes)")
 
 st.subheader("1. What to forget")
-kind = st.radio("Forget", ["A whole class", "A random subset"], horizontal=True, key="forget_kind")
+kind = st.radio("Forget", ["A whole class", "A random subset"], horizontal=True, key="forget_kind", persist_state="session")
 if kind == "A whole class":
     st.image(shared.class_thumbnails(shared.workspace_key(), ws), caption=classes, width=64)
     forgotten = st.radio("Class to forget", range(len(classes)), format_func=lambda i: classes[i], horizontal=True,
-                         index=shared.DEFAULT_FORGET.classes[0], key="forget_class")
+                         index=shared.DEFAULT_FORGET.classes[0], key="forget_class", persist_state="session")
     spec = ForgetSpec("class", (forgotten,))
 else:
     left, right = st.columns(2)
     percent = left.slider("Share of the train set to forget (%)", min_value=1, max_value=99, value=10,
-                          key="forget_percent", help="Both the forget and the retain set must be non-empty.")
-    seed = right.number_input("Seed", min_value=0, value=0, step=1, key="forget_seed")
+                          key="forget_percent", persist_state="session", help="Both the forget and the retain set must be non-empty.")
+    seed = right.number_input("Seed", min_value=0, value=0, step=1, key="forget_seed", persist_state="session")
     spec = ForgetSpec("random", fraction=percent / 100, seed=int(seed))
 
 try:
@@ -40,12 +40,12 @@ st.plotly_chart(plots.forget_histogram(ws.data.train.labels, split.forget, class
 
 st.subheader("2. How to unlearn")
 method = st.selectbox("Method", list(METHODS), index=list(METHODS).index(shared.default_method()),
-                      format_func=lambda m: f"{METHODS[m].label} — {METHODS[m].summary}", key="method")
+                      format_func=lambda m: f"{METHODS[m].label} — {METHODS[m].summary}", key="method", persist_state="session")
 with st.expander("Hyperparameters (defaults from the method's config)"):
     overrides = shared.config_inputs(make_config(method), f"hp.{method}")
 with_retrain = method != "retrain" and st.checkbox(
     "Also run Retrain (the gold standard; needed for Avg.Gap, takes as long as training the original)",
-    key="with_retrain")
+    key="with_retrain", persist_state="session")
 
 st.subheader("3. Run")
 jobs = shared.jobs()

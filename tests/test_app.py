@@ -93,6 +93,21 @@ def test_unlearn_defaults_come_from_the_method_config(app):
     assert any("Forget set:" in md.value for md in app.markdown)
 
 
+def test_choices_survive_a_visit_to_another_page(app):
+    app.switch_page("pages/unlearn.py").run()
+    app.radio(key="forget_kind").set_value("A random subset").run()
+    app.slider(key="forget_percent").set_value(30).run()
+    app.selectbox(key="method").set_value("ft").run()
+    app.number_input(key="hp.ft.epochs").set_value(2).run()
+    app.switch_page("pages/saliency.py").run()
+    app.switch_page("pages/unlearn.py").run()
+    assert not app.exception, app.exception
+    assert app.radio(key="forget_kind").value == "A random subset"
+    assert app.slider(key="forget_percent").value == 30
+    assert app.selectbox(key="method").value == "ft"
+    assert app.number_input(key="hp.ft.epochs").value == 2
+
+
 def test_short_run_completes_and_shows_on_compare(app):
     start_ft(app, epochs=1)
     poll_until_finished(app)

@@ -10,9 +10,10 @@ in a separate worker process (which then does every UMAP fit), and until it is d
 from __future__ import annotations
 
 import multiprocessing
+import os
+import queue
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -23,6 +24,7 @@ from .metrics import predict_features
 from .models import Classifier
 
 MAX_POINTS = 2000
+WORKER_NICENESS = 10
 Projection = Literal["umap", "pca"]
 
 
@@ -74,8 +76,6 @@ class Embedding:
 
 
 _warm = threading.Event()
-_pool_lock = threading.Lock()
-_pool: ProcessPoolExecutor | None = None
 warm_up_seconds: float | None = None
 
 
@@ -103,33 +103,82 @@ def _umap_coords(features: dict[str, np.ndarray], reference: str) -> dict[str, n
     return coords
 
 
-def _worker() -> ProcessPoolExecutor:
-    """One UMAP process for the whole app. Numba compilation holds the GIL for about a minute, so it
-    must not share a process with training threads; later fits reuse the compiled code."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return _pool
+def _serve(tasks: multiprocessing.Queue, results: multiprocessing.Queue) -> None:
+    """The worker process's loop: run each ``(fn, args)`` and send back ``(ok, value or message)``."""
+    os.nice(WORKER_NICENESS)
+    while True:
+        fn, args = tasks.get()
+        try:
+            results.put((True, fn(*args)))
+        except Exception as exc:  # reported to the caller, which raises it in the app
+            results.put((False, f"{type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    """One UMAP process for the whole app, used by one caller at a time.
+
+    Numba compilation holds the GIL for about a minute, so it must not share a process with
+    training threads; later fits reuse the compiled code. The process runs at a lower CPU
+    priority (nice +10) so that, on a small machine, its warm-up takes the cores only when the
+    live run and the pages leave them idle; it is a daemon, so stopping the app ends it at once.
+    """
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._tasks, self._results = context.Queue(), context.Queue()
+        self._process = context.Process(target=_serve, args=(self._tasks, self._results), daemon=True,
+                                        name="wsscl-umap")
+        self._process.start()
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable, *args):
+        with self._lock:
+            self._tasks.put((fn, args))
+            while True:
+                try:
+                    ok, value = self._results.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    if not self._process.is_alive():
+                        raise RuntimeError("The UMAP worker process ended unexpectedly.") from None
+        if not ok:
+            raise RuntimeError(f"UMAP failed in its worker process ({value}).")
+        return value
+
+
+_worker_lock = threading.Lock()
+_worker: _Worker | None = None
+
+
+def _get_worker() -> _Worker:
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = _Worker()
+        return _worker
 
 
 def _in_worker(fn: Callable, *args):
-    return _worker().submit(fn, *args).result()
+    return _get_worker().call(fn, *args)
 
 
 def start_warm_up() -> None:
-    """Compile UMAP in the worker process in the background; :func:`umap_ready` turns True when done."""
+    """Start the worker and compile UMAP in it in the background; :func:`umap_ready` turns True when done."""
+    global _worker
+    with _worker_lock:
+        if _worker is not None:
+            return
+        _worker = _Worker()
 
-    def finished(future: Future) -> None:
+    def warm() -> None:
         global warm_up_seconds
-        if future.exception() is None:
-            warm_up_seconds = future.result()
-            _warm.set()
+        try:
+            warm_up_seconds = _in_worker(warm_up)
+        except RuntimeError:
+            return  # PCA stays in use; a later UMAP request reports the error
+        _warm.set()
 
-    with _pool_lock:
-        started = _pool is not None
-    if not started:
-        _worker().submit(warm_up).add_done_callback(finished)
+    threading.Thread(target=warm, name="wsscl-umap-warm-up", daemon=True).start()
 
 
 def umap_ready() -> bool:

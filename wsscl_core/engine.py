@@ -28,7 +28,9 @@ from .errors import RunCancelled, RunDiverged, WssclError
 # --------------------------------------------------------------------------- batches
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float in [0, 1] (models normalise internally)."""
+    """uint8 images to float in [0, 1] (models normalise internally), image batches channels-last like the models."""
+    if images.dim() == 4:
+        return images.to(dtype=torch.float32, memory_format=torch.channels_last).div_(255.0)
     return images.float().div_(255.0)
 
 
@@ -177,10 +179,11 @@ def check_cancel(cancel: CancelFlag | None) -> None:
 
 @dataclass
 class EngineOptions:
-    """Speed switches. ``None`` means: on for CUDA, off for CPU."""
+    """Speed switches. ``amp`` None means: on for CUDA, off for CPU."""
 
     amp: bool | None = None
-    channels_last: bool | None = None
+    # NHWC convolutions: 1.3-1.4x faster training on this CPU (oneDNN, docs/BENCHMARKS.md), and cuDNN's fast path.
+    channels_last: bool = True
     compile: bool = False
     report_every_s: float = 0.25
 
@@ -254,7 +257,7 @@ def run_phases(
         raise WssclError(f"Dataset is on {data.train.images.device} but the model is on {device}.")
     cuda = device.type == "cuda"
     use_amp = cuda if options.amp is None else options.amp
-    channels_last = cuda if options.channels_last is None else options.channels_last
+    channels_last = options.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     forward_model = torch.compile(model) if options.compile else model
@@ -348,8 +351,6 @@ def run_phases(
         if index == len(phases) - 1:
             emit("end", phase, index, phase.epochs, step)
         done_before += total
-    if channels_last:
-        model.to(memory_format=torch.contiguous_format)
     return RunStats(time.perf_counter() - start, done_before, last_losses)
 
 
