@@ -26,7 +26,8 @@ from wsscl_core.workspace import Workspace, open_workspace
 POLL_S = 0.5
 DEFAULT_FORGET = ForgetSpec("class", (0,))
 # Text hyperparameters with a fixed set of values get a select box instead of a text field.
-CHOICES = {"mask_normalisation": list(SOFT_NORMALISATIONS), "representation": ["features", "logits"]}
+CHOICES = {"mask_normalisation": list(SOFT_NORMALISATIONS), "representation": ["features", "logits"],
+           "target_classes": ["retain", "all"]}
 
 
 # --------------------------------------------------------------------------- cached, shared by all sessions

@@ -9,7 +9,8 @@ from wsscl_core.engine import TrainRecipe
 from wsscl_core.errors import RunCancelled, WssclError
 from wsscl_core.methods import make_config, method_names, run_unlearning
 from wsscl_core.methods.iu import woodfisher_inverse_product
-from wsscl_core.methods.losses import contrastive_forget_loss
+from wsscl_core.engine import Batch
+from wsscl_core.methods.losses import contrastive_forget_loss, kl_to_uniform
 from wsscl_core.metrics import accuracy, predict_logits
 from wsscl_core.saliency import forget_gradients, hard_mask
 
@@ -75,6 +76,43 @@ def test_wsscl_stage1_raises_forget_entropy(ctx_for):
     ctx = ctx_for()
     out = run_unlearning("wsscl", ctx, {"stage2_epochs": 0, "stage1_epochs": 5, "stage1_lr": 0.1, "batch_size": 32})
     assert _entropy_on(out.model, ctx, ctx.split.forget) > _entropy_on(ctx.original, ctx, ctx.split.forget) + 0.3
+
+
+class _FixedLogits(torch.nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits
+
+
+def _kl(logits, classes=None) -> float:
+    batch = Batch(torch.zeros(len(logits), 1), torch.zeros(len(logits), dtype=torch.long), None, None, 0)
+    return float(kl_to_uniform(classes)(_FixedLogits(torch.tensor(logits)), batch).loss)
+
+
+def test_stage1_loss_is_the_papers_kl_when_every_class_is_kept():
+    p = torch.softmax(torch.tensor([[2.0, 0.0, -1.0]]), 1)[0]
+    by_hand = float((p * (p * 3).log()).sum())
+    assert _kl([[2.0, 0.0, -1.0]]) == pytest.approx(by_hand, abs=1e-6)
+    assert _kl([[2.0, 0.0, -1.0]], torch.tensor([0, 1, 2])) == pytest.approx(by_hand, abs=1e-6)
+    assert _kl([[0.5, 0.5, 0.5]]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stage1_loss_over_kept_classes_is_zero_only_when_uniform_on_them():
+    kept = torch.tensor([0, 1])
+    assert _kl([[0.0, 0.0, -30.0]], kept) == pytest.approx(0.0, abs=1e-6)  # uniform on {0, 1}, nothing on 2
+    mass_on_forgotten = _kl([[0.0, 0.0, 0.0]], kept)  # uniform on all three: a third on the forgotten class
+    assert mass_on_forgotten == pytest.approx(-torch.tensor(2 / 3).log().item(), abs=1e-6)
+
+
+def test_wsscl_stage1_moves_a_forgotten_class_off_its_label(ctx_for):
+    ctx = ctx_for("class:3")
+    out = run_unlearning("wsscl", ctx, {"stage2_epochs": 0, "stage1_epochs": 3, "batch_size": 32})
+    predicted = predict_logits(out.model, ctx.data.train.images[ctx.split.forget]).argmax(1)
+    assert float((predicted == 3).float().mean()) < 0.05
+    assert _accuracy_on(out.model, ctx, ctx.split.retain) >= _accuracy_on(ctx.original, ctx, ctx.split.retain) - 10
 
 
 def test_wsscl_reports_both_stages_by_name(ctx_for):

@@ -29,12 +29,28 @@ def random_label_cross_entropy(model: nn.Module, batch: Batch) -> StepOutput:
     return StepOutput(loss, {"ce_random": loss.detach()}, logits)
 
 
-def kl_to_uniform(model: nn.Module, batch: Batch) -> StepOutput:
-    """KL(p ‖ U) = Σ p log p + log K: zero exactly when the output is uniform (WSS-CL stage 1)."""
-    logits = model(batch.x)
-    log_p = F.log_softmax(logits.float(), dim=1)
-    kl = (log_p.exp() * log_p).sum(1).mean() + math.log(logits.shape[1])
-    return StepOutput(kl, {"kl_uniform": kl.detach()}, logits)
+def kl_to_uniform(classes: torch.Tensor | None = None) -> LossFn:
+    """WSS-CL stage 1: KL(p ‖ U), zero exactly when the output is uniform over ``classes`` (all when None).
+
+    With all K classes this is the paper's Σ p log p + log K. With a subset S (the classes the
+    retain set still contains) it is KL(q ‖ U_S) − log p(S), q being p renormalised on S: the same
+    flattening within S, plus a push of the probability mass off classes no retained sample has —
+    the only uniform output a model trained on D_r alone could give.
+    """
+
+    def loss(model: nn.Module, batch: Batch) -> StepOutput:
+        logits = model(batch.x)
+        log_p = F.log_softmax(logits.float(), dim=1)
+        if classes is None or len(classes) == logits.shape[1]:
+            kl = (log_p.exp() * log_p).sum(1).mean() + math.log(logits.shape[1])
+        else:
+            log_p_s = log_p[:, classes.to(logits.device)]
+            log_mass = torch.logsumexp(log_p_s, dim=1, keepdim=True)
+            log_q = log_p_s - log_mass
+            kl = ((log_q.exp() * log_q).sum(1) + math.log(len(classes)) - log_mass.squeeze(1)).mean()
+        return StepOutput(kl, {"kl_uniform": kl.detach()}, logits)
+
+    return loss
 
 
 def contrastive_forget_loss(z: torch.Tensor, z_view: torch.Tensor, z_neg: torch.Tensor, tau: float) -> torch.Tensor:
@@ -50,15 +66,20 @@ def contrastive_forget_loss(z: torch.Tensor, z_view: torch.Tensor, z_neg: torch.
     return (torch.logsumexp(torch.cat([positive, negatives], 1), 1) - positive.squeeze(1)).mean()
 
 
-def contrastive_round_loss(representation: Representation, tau: float) -> LossFn:
-    """Eq. 7 on a two-view forget batch with retain negatives, in one forward pass over all three."""
+def contrastive_round_loss(representation: Representation, tau: float, classes: torch.Tensor | None = None) -> LossFn:
+    """Eq. 7 on a two-view forget batch with retain negatives, in one forward pass over all three.
+
+    With logits as the representation, ``classes`` (when given) keeps only those logits: pushing a
+    forget sample away from retain samples in the full logit space raises exactly the logit of a
+    class no retain sample has, i.e. re-learns a forgotten class.
+    """
 
     def loss(model: nn.Module, batch: Batch) -> StepOutput:
         if batch.x_view is None or batch.x_neg is None:
             raise ValueError("The contrastive round needs two views and retain negatives.")
         n, n_view = len(batch.x), len(batch.x_view)
         logits, feats = model.forward_with_features(torch.cat([batch.x, batch.x_view, batch.x_neg]))
-        z = feats if representation == "features" else logits
+        z = feats if representation == "features" else logits if classes is None else logits[:, classes.to(logits.device)]
         value = contrastive_forget_loss(z[:n], z[n:n + n_view], z[n + n_view:], tau)
         return StepOutput(value, {"contrastive": value.detach()}, logits[:n])
 
