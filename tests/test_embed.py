@@ -67,6 +67,18 @@ def test_umap_fits_on_before_and_transforms_the_others(fake_umap):
     assert result.coords["after"].shape == (30, 2)
 
 
+def test_wide_features_are_reduced_by_a_pca_fitted_on_before(fake_umap):
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    before, after = (rng.normal(size=(n, 120)).astype(np.float32) for n in (80, 60))
+    embed.aligned_embedding({"before": before, "after": after}, projection="umap")
+    pca = PCA(n_components=embed.UMAP_INPUT_DIMS, random_state=0).fit(before)
+    assert _FakeUMAP.fitted[-1].shape == (80, embed.UMAP_INPUT_DIMS)
+    np.testing.assert_allclose(_FakeUMAP.fitted[-1], pca.transform(before), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_FakeUMAP.transformed[-1], pca.transform(after), rtol=1e-4, atol=1e-4)
+
+
 def test_projection_follows_warm_up(monkeypatch, fake_umap):
     features = {"before": np.random.default_rng(1).normal(size=(40, 8))}
     monkeypatch.setattr(embed, "_warm", __import__("threading").Event())
