@@ -305,7 +305,7 @@ def run_phases(
         model.train()
         meter.reset_accuracy()
         emit("start", phase, index, 0, 0)
-        next_report = time.perf_counter() + options.report_every_s
+        next_report = time.perf_counter()  # report the first step at once: live charts get a point immediately
         for epoch in range(phase.epochs):
             meter.reset_accuracy()
             for r in phase.rounds:
