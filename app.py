@@ -44,6 +44,12 @@ def home() -> None:
     device.info(f"Computing on: **{shared.device_text()}**")
     if clicked and shared.start_run(shared.default_request()):
         st.switch_page("pages/unlearn.py")
+    ws = shared.workspace(required=False)
+    if ws is not None:  # also loads the chart library in the browser before the first run's live charts
+        forgotten = shared.DEFAULT_FORGET.classes[0]
+        st.plotly_chart(shared.stage1_example(shared.workspace_key(), ws, forgotten), key="stage1_example")
+        st.caption("Stage 1 moves the forget set's outputs from the original model's confident answer to "
+                   "the uniform distribution over the classes that remain; stage 2 then repairs the retained data.")
 
 
 pages = [

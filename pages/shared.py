@@ -110,6 +110,14 @@ def test_samples(workspace_key: str, _ws: Workspace, count: int = 16) -> tuple[l
     return [_to_pil(im, 84) for im in images], captions
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def stage1_example(workspace_key: str, _ws: Workspace, forgotten: int):
+    """Home's illustration: the model's probabilities on the first train image of ``forgotten``."""
+    first = int((_ws.data.train.labels == forgotten).nonzero()[0])
+    probabilities = torch.softmax(predict_logits(_ws.original, _ws.data.train.images[first:first + 1]), 1)[0]
+    return plots.stage1_target_figure(probabilities.numpy(), forgotten, _ws.data.classes)
+
+
 @st.cache_resource(show_spinner="Computing forget-set gradients…", max_entries=4)
 def saliency(workspace_key: str, spec_text: str, ratio: float, normalisation: str, _ws: Workspace,
              _split: ForgetSplit) -> SaliencyResult:

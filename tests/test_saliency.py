@@ -36,6 +36,19 @@ def test_forget_gradients_sum_batch_means_and_leave_the_model_alone(trained_copy
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_forget_gradients_report_each_batch_with_its_forget_loss(digits_trained, digits, split):
+    model = digits_trained[0]
+    events = []
+    forget_gradients(model, digits, split.forget, batch_size=64, on_progress=events.append)
+    assert len(events) == -(-split.num_forget // 64)
+    assert [e.step for e in events] == list(range(1, len(events) + 1)) and events[-1].fraction_done == 1.0
+    first = split.forget[:64]
+    with torch.no_grad():
+        ce = F.cross_entropy(model.eval()(to_float(digits.train.images[first])), digits.train.labels[first])
+    assert events[0].kind == "step" and events[0].phase == "saliency"
+    assert events[0].losses["ce"] == pytest.approx(float(ce), rel=1e-4)
+
+
 @pytest.mark.parametrize("ratio", [0.5, 0.2])
 def test_hard_mask_keeps_the_global_top_fraction(grads, ratio):
     mask = hard_mask(grads, ratio)

@@ -92,6 +92,18 @@ def forget_histogram(labels: torch.Tensor, forget: torch.Tensor, classes: Sequen
     return fig
 
 
+def stage1_target_figure(probabilities: np.ndarray, forgotten: int, classes: Sequence[str]) -> go.Figure:
+    """The model's output on one image of a class to forget next to stage 1's target for it:
+    uniform over the classes that remain (the forgotten class gets nothing)."""
+    target = np.full(len(classes), 1.0 / (len(classes) - 1))
+    target[forgotten] = 0.0
+    fig = go.Figure([go.Bar(x=list(classes), y=probabilities, name="original model", marker_color=RETAIN),
+                     go.Bar(x=list(classes), y=target, name="stage 1 target", marker_color=FORGET)])
+    fig.update_layout(title=f"Stage 1 on an image of “{classes[forgotten]}”: output probabilities",
+                      barmode="group", yaxis_range=[0, 1], height=300, **_LAYOUT)
+    return fig
+
+
 def per_class_bar(per_class: np.ndarray, classes: Sequence[str]) -> go.Figure:
     fig = go.Figure(go.Bar(x=list(classes), y=per_class, marker_color=RETAIN,
                            text=[f"{v:.1f}" for v in per_class], textposition="outside"))

@@ -12,6 +12,7 @@ mask heatmaps.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, ForgetSplit
-from .engine import CancelFlag, check_cancel, to_float
+from .engine import CancelFlag, ProgressEvent, ProgressFn, check_cancel, to_float
 from .errors import WssclError
 
 SOFT_NORMALISATIONS = {
@@ -33,8 +34,12 @@ DEFAULT_SOFT_NORMALISATION = "global"  # lowest Avg.Gap for WSS-CL on the defaul
 
 
 def forget_gradients(model: nn.Module, data: Dataset, forget_idx: torch.Tensor,
-                     batch_size: int = 256, cancel: CancelFlag | None = None) -> dict[str, torch.Tensor]:
+                     batch_size: int = 256, cancel: CancelFlag | None = None,
+                     on_progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
     """Sum over forget batches of the gradient of the batch-mean cross-entropy, at the model's weights.
+
+    ``on_progress`` gets one "step" event per batch (phase "saliency", the batch's forget
+    cross-entropy at θo as its loss), so a live view has points from the first second of a run.
 
     Runs in eval mode without augmentation: the saliency describes θo as it predicts, and
     train-mode BatchNorm would both mix batch statistics into the gradient and overwrite the
@@ -43,11 +48,13 @@ def forget_gradients(model: nn.Module, data: Dataset, forget_idx: torch.Tensor,
     """
     if forget_idx.numel() == 0:
         raise WssclError("The forget set is empty, so there is no saliency to compute.")
-    return loss_gradients(model, data, forget_idx, batch_size, reduction="mean", cancel=cancel)
+    return loss_gradients(model, data, forget_idx, batch_size, reduction="mean", cancel=cancel,
+                          on_progress=on_progress)
 
 
 def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch_size: int = 256,
-                   reduction: str = "mean", cancel: CancelFlag | None = None) -> dict[str, torch.Tensor]:
+                   reduction: str = "mean", cancel: CancelFlag | None = None,
+                   on_progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
     """Cross-entropy gradients of train samples ``indices`` summed over batches, in eval mode, no augmentation.
 
     ``reduction`` is the per-batch reduction: "mean" sums batch means (SalUn's saliency),
@@ -60,14 +67,20 @@ def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch
     idx_all = indices.to(images.device)
     was_training = model.training
     model.eval()
+    steps, began = -(-len(idx_all) // batch_size), time.perf_counter()
     try:
-        for start in range(0, len(idx_all), batch_size):
+        for step, start in enumerate(range(0, len(idx_all), batch_size), 1):
             check_cancel(cancel)
             idx = idx_all[start:start + batch_size]
             x = to_float(images[idx].to(device))
             loss = F.cross_entropy(model(x), labels[idx].to(device), reduction=reduction)
             for (name, _), g in zip(named, torch.autograd.grad(loss, [p for _, p in named])):
                 sums[name] += g
+            if on_progress is not None:
+                elapsed = time.perf_counter() - began
+                on_progress(ProgressEvent("step", "saliency", "Saliency: forget-set gradients", 0, 1, 0, 1, step,
+                                          steps, {"ce": float(loss) / (len(idx) if reduction == "sum" else 1)}, {},
+                                          elapsed, elapsed * (steps - step) / step, step / steps))
     finally:
         model.train(was_training)
     return sums

@@ -107,7 +107,8 @@ def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, tor
 
 
 def _forget_gradients(ctx: UnlearnContext) -> dict[str, torch.Tensor]:
-    return forget_gradients(ctx.original, ctx.data, ctx.split.forget, cancel=ctx.cancel)
+    return forget_gradients(ctx.original, ctx.data, ctx.split.forget, cancel=ctx.cancel,
+                            on_progress=ctx.on_progress)
 
 
 @register("cl", "CL", "KL-to-uniform on D_f, then contrastive forgetting with retain fine-tuning (no mask)", CLConfig)

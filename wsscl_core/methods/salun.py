@@ -22,5 +22,6 @@ class SalUnConfig(RLConfig):
 
 @register("salun", "SalUn", "random labels restricted to the hard saliency mask (top-r forget gradients)", SalUnConfig)
 def saliency_unlearning(ctx: UnlearnContext, cfg: SalUnConfig) -> Classifier:
-    mask = hard_mask(forget_gradients(ctx.original, ctx.data, ctx.split.forget, cancel=ctx.cancel), cfg.mask_ratio)
+    mask = hard_mask(forget_gradients(ctx.original, ctx.data, ctx.split.forget, cancel=ctx.cancel,
+                                     on_progress=ctx.on_progress), cfg.mask_ratio)
     return random_label_training(ctx, cfg, mask, "Masked random labels on D_f, then D_r")
