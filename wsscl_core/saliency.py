@@ -79,7 +79,7 @@ def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch
             if on_progress is not None:
                 elapsed = time.perf_counter() - began
                 on_progress(ProgressEvent("step", "saliency", "Saliency: forget-set gradients", 0, 1, 0, 1, step,
-                                          steps, {"ce": float(loss) / (len(idx) if reduction == "sum" else 1)}, {},
+                                          steps, {"ce": float(loss.detach()) / (len(idx) if reduction == "sum" else 1)}, {},
                                           elapsed, elapsed * (steps - step) / step, step / steps))
     finally:
         model.train(was_training)
