@@ -23,7 +23,7 @@ from wsscl_core.models import pick_device
 from wsscl_core.saliency import SOFT_NORMALISATIONS, SaliencyResult, compute_saliency
 from wsscl_core.workspace import Workspace, open_workspace
 
-POLL_S = 0.5
+POLL_S = 0.3  # seconds between live-view refreshes (2.2 s vs 2.6 s click → first point at 0.5)
 DEFAULT_FORGET = ForgetSpec("class", (0,))
 # Text hyperparameters with a fixed set of values get a select box instead of a text field.
 CHOICES = {"mask_normalisation": list(SOFT_NORMALISATIONS), "representation": ["features", "logits"],
