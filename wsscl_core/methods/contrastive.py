@@ -83,14 +83,20 @@ class WSSCLConfig(CLConfig):
                              f"got {self.mask_normalisation!r}.")
 
 
+def retained_classes(ctx: UnlearnContext) -> torch.Tensor | None:
+    """The classes D_r still contains, or None when that is every class (random forgetting)."""
+    labels = ctx.data.train.labels
+    kept = torch.unique(labels[ctx.split.retain.to(labels.device)])
+    return None if len(kept) == ctx.data.num_classes else kept
+
+
 def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> Classifier:
     """Stage 1 (KL to uniform on D_f), then stage 2 (contrastive forget + CE retain), both under ``mask``."""
     model = ctx.copy_original()
     split = ctx.split
     common = dict(batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)
     phases = []
-    kept = None if cfg.target_classes == "all" else torch.unique(ctx.data.train.labels[split.retain.to(
-        ctx.data.train.labels.device)])
+    kept = retained_classes(ctx) if cfg.target_classes == "retain" else None
     if cfg.stage1_epochs:
         phases.append(Phase("stage1", "Stage 1: KL forgetting",
                             [Round("forget", split.forget, kl_to_uniform(kept), "forget")],
