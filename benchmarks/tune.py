@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for method, grid in grids.items():
             results = []
             for point in grid_points(grid):
-                out = run_unlearning(method, ws.context(split, args.seed), make_config(method, point))
+                out = run_unlearning(method, ws.context(split, args.seed), make_config(method, point, split.scenario))
                 scores = evaluate(out.model, ws.data, split, seed=args.seed).scores()
                 gap = avg_gap(scores, reference)
                 results.append((gap, out.seconds, point))

@@ -41,8 +41,9 @@ st.plotly_chart(plots.forget_histogram(ws.data.train.labels, split.forget, class
 st.subheader("2. How to unlearn")
 method = st.selectbox("Method", list(METHODS), index=list(METHODS).index(shared.default_method()),
                       format_func=lambda m: f"{METHODS[m].label} — {METHODS[m].summary}", key="method", persist_state="session")
-with st.expander("Hyperparameters (defaults from the method's config)"):
-    overrides = shared.config_inputs(make_config(method), f"hp.{method}")
+defaults_for = "forgetting a whole class" if split.scenario == "class" else "random forgetting"
+with st.expander(f"Hyperparameters (the method's defaults for {defaults_for})"):
+    overrides = shared.config_inputs(make_config(method, scenario=split.scenario), f"hp.{method}.{split.scenario}")
 with_retrain = method != "retrain" and st.checkbox(
     "Also run Retrain (the gold standard; needed for Avg.Gap, takes as long as training the original)",
     key="with_retrain", persist_state="session")

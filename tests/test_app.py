@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from wsscl_core import embed
 from wsscl_core.jobs import SessionJobs
+from wsscl_core.methods import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -47,7 +48,7 @@ def start_ft(at: AppTest, epochs: int) -> None:
     at.switch_page("pages/unlearn.py")
     at.run()
     at.selectbox(key="method").set_value("ft").run()
-    at.number_input(key="hp.ft.epochs").set_value(epochs)
+    at.number_input(key="hp.ft.class.epochs").set_value(epochs)
     at.button(key="run").click().run()
     assert not at.exception, at.exception
 
@@ -85,9 +86,13 @@ def test_every_page_renders_its_defaults(digits_workspace, page):
 def test_unlearn_defaults_come_from_the_method_config(app):
     app.switch_page("pages/unlearn.py").run()
     assert app.selectbox(key="method").value == "wsscl"
-    assert app.number_input(key="hp.wsscl.tau").value == 1.4
-    assert app.number_input(key="hp.wsscl.stage1_epochs").value == 1
+    assert app.number_input(key="hp.wsscl.class.tau").value == 1.4
+    assert app.number_input(key="hp.wsscl.class.stage1_epochs").value == 1
+    class_lr, random_lr = make_config("wsscl", scenario="class").stage1_lr, make_config("wsscl").stage1_lr
+    assert class_lr != random_lr
+    assert app.number_input(key="hp.wsscl.class.stage1_lr").value == class_lr
     app.radio(key="forget_kind").set_value("A random subset").run()
+    assert app.number_input(key="hp.wsscl.random.stage1_lr").value == random_lr
     slider = app.slider(key="forget_percent")
     assert (slider.min, slider.max) == (1, 99)  # 0 % and 100 % cannot be chosen
     assert any("Forget set:" in md.value for md in app.markdown)
@@ -98,14 +103,14 @@ def test_choices_survive_a_visit_to_another_page(app):
     app.radio(key="forget_kind").set_value("A random subset").run()
     app.slider(key="forget_percent").set_value(30).run()
     app.selectbox(key="method").set_value("ft").run()
-    app.number_input(key="hp.ft.epochs").set_value(2).run()
+    app.number_input(key="hp.ft.random.epochs").set_value(2).run()
     app.switch_page("pages/saliency.py").run()
     app.switch_page("pages/unlearn.py").run()
     assert not app.exception, app.exception
     assert app.radio(key="forget_kind").value == "A random subset"
     assert app.slider(key="forget_percent").value == 30
     assert app.selectbox(key="method").value == "ft"
-    assert app.number_input(key="hp.ft.epochs").value == 2
+    assert app.number_input(key="hp.ft.random.epochs").value == 2
 
 
 def test_short_run_completes_and_shows_on_compare(app):
@@ -154,7 +159,7 @@ def test_second_run_is_refused_with_a_message(app):
 def test_bad_hyperparameters_show_the_library_message(app, field, value, message):
     app.switch_page("pages/unlearn.py").run()
     app.selectbox(key="method").set_value("ft").run()
-    app.number_input(key=f"hp.ft.{field}").set_value(value)
+    app.number_input(key=f"hp.ft.class.{field}").set_value(value)
     app.button(key="run").click().run()
     assert any(message in e.value for e in app.error), [e.value for e in app.error]
     assert "jobs" not in app.session_state or app.session_state["jobs"].current is None
@@ -163,8 +168,8 @@ def test_bad_hyperparameters_show_the_library_message(app, field, value, message
 def test_batch_larger_than_the_forget_set_is_shown(app):
     app.switch_page("pages/unlearn.py").run()
     app.selectbox(key="method").set_value("ft").run()
-    app.number_input(key="hp.ft.epochs").set_value(1)
-    app.number_input(key="hp.ft.batch_size").set_value(100_000)
+    app.number_input(key="hp.ft.class.epochs").set_value(1)
+    app.number_input(key="hp.ft.class.batch_size").set_value(100_000)
     app.button(key="run").click().run()
     assert any("batch_size = 100000" in w.value for w in app.warning)
     poll_until_finished(app)

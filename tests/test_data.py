@@ -44,6 +44,19 @@ def test_class_split_takes_every_sample_of_the_class(digits):
     split = make_forget_split(digits.train.labels, ForgetSpec.parse("class:3"))
     assert (digits.train.labels[split.forget] == 3).all()
     assert (digits.train.labels[split.retain] != 3).all()
+    assert split.removed_classes == (3,) and split.scenario == "class"
+
+
+def test_scenario_follows_what_the_retain_set_lost():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2])
+    kept_all = [s for s in range(20) if make_forget_split(labels, ForgetSpec.parse("random:0.125", s)).scenario == "random"]
+    assert kept_all, "a one-sample forget set never removes a two-sample class"
+    # A random forget set that happens to take every sample of a class is class forgetting too.
+    took_class = [s for s in range(50) if make_forget_split(labels, ForgetSpec.parse("random:0.5", s)).removed_classes]
+    assert took_class
+    split = make_forget_split(labels, ForgetSpec.parse("random:0.5", took_class[0]))
+    assert split.scenario == "class"
+    assert all(not (labels[split.retain] == c).any() for c in split.removed_classes)
 
 
 @pytest.mark.parametrize("text, message", [

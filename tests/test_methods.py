@@ -109,7 +109,7 @@ def test_stage1_loss_over_kept_classes_is_zero_only_when_uniform_on_them():
 
 def test_wsscl_stage1_moves_a_forgotten_class_off_its_label(ctx_for):
     ctx = ctx_for("class:3")
-    out = run_unlearning("wsscl", ctx, {"stage2_epochs": 0, "stage1_epochs": 3, "batch_size": 32})
+    out = run_unlearning("wsscl", ctx, {"stage2_epochs": 0, "stage1_epochs": 3, "stage1_lr": 0.01, "batch_size": 32})
     predicted = predict_logits(out.model, ctx.data.train.images[ctx.split.forget]).argmax(1)
     assert float((predicted == 3).float().mean()) < 0.05
     assert _accuracy_on(out.model, ctx, ctx.split.retain) >= _accuracy_on(ctx.original, ctx, ctx.split.retain) - 10
@@ -199,6 +199,24 @@ def test_same_seed_same_result(ctx_for):
     first = run_unlearning("rl", ctx_for(), SHORT["rl"]).model.state_dict()
     second = run_unlearning("rl", ctx_for(), SHORT["rl"]).model.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("method", PAPER_ORDER)
+def test_class_forgetting_defaults_replace_the_random_ones_and_overrides_win(method):
+    config_cls = type(make_config(method))
+    table = config_cls.CLASS_FORGETTING
+    for key, value in table.items():
+        assert getattr(make_config(method, scenario="class"), key) == value
+        assert getattr(make_config(method), key) == getattr(config_cls(), key)
+    if table:
+        key = next(iter(table))
+        mine = getattr(config_cls(), key)
+        assert getattr(make_config(method, {key: mine}, scenario="class"), key) == mine
+
+
+def test_run_unlearning_picks_the_defaults_of_the_split_s_scenario(ctx_for):
+    assert run_unlearning("wsscl", ctx_for("class:1")).config == make_config("wsscl", scenario="class")
+    assert run_unlearning("wsscl", ctx_for("random:0.1")).config == make_config("wsscl")
 
 
 @pytest.mark.parametrize("method, overrides, message", [

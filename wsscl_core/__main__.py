@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_unlearn(args: argparse.Namespace) -> None:
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
     split = make_forget_split(ws.data.train.labels, ForgetSpec.parse(args.forget, args.seed), ws.data.num_classes)
-    cfg = make_config(args.method, _parse_overrides(args.set))
+    cfg = make_config(args.method, _parse_overrides(args.set), split.scenario)
     print(f"{ws.data.name}: forgetting {split.num_forget} samples ({split.spec}), retaining {split.num_retain}",
           file=sys.stderr)
     out = run_unlearning(args.method, ws.context(split, args.seed, ProgressBar(), _cancel_on_interrupt()), cfg)

@@ -67,7 +67,7 @@ def run_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[in
         split = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes)
         reference: dict[str, float] | None = None
         for name in methods:
-            cfg = make_config(name, (overrides or {}).get(name))
+            cfg = make_config(name, (overrides or {}).get(name), split.scenario)
             out = run_unlearning(name, ws.context(split, seed, progress_for(name, seed), cancel), cfg)
             ev: Evaluation = evaluate(out.model, ws.data, split, seed=seed, max_retain_eval=max_retain_eval)
             scores = ev.scores()

@@ -367,6 +367,9 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, download:
 
 # --------------------------------------------------------------------------- forget sets
 
+Scenario = Literal["random", "class"]
+
+
 @dataclass(frozen=True)
 class ForgetSpec:
     """What to forget: whole classes, or a random fraction of the train set (with a seed)."""
@@ -412,6 +415,13 @@ class ForgetSplit:
     spec: ForgetSpec
     forget: torch.Tensor
     retain: torch.Tensor
+    removed_classes: tuple[int, ...] = ()  # classes with training samples of which D_r keeps none
+
+    @property
+    def scenario(self) -> Scenario:
+        """'class' when D_f takes every sample of some class, else 'random': the two scenarios of the
+        literature, for which methods may have different defaults (``MethodConfig.CLASS_FORGETTING``)."""
+        return "class" if self.removed_classes else "random"
 
     @property
     def num_forget(self) -> int:
@@ -449,4 +459,5 @@ def make_forget_split(train_labels: torch.Tensor, spec: ForgetSpec, num_classes:
     else:
         raise WssclError(f"Unknown forget kind {spec.kind!r}.")
     all_idx = torch.arange(n)
-    return ForgetSplit(spec, all_idx[is_forget], all_idx[~is_forget])
+    removed = sorted(set(labels.unique().tolist()) - set(labels[~is_forget].unique().tolist()))
+    return ForgetSplit(spec, all_idx[is_forget], all_idx[~is_forget], tuple(removed))

@@ -254,7 +254,7 @@ class PreparedRun:
 def prepare_run(ws: Workspace, request: UnlearnRequest) -> PreparedRun:
     """Check a request before any work starts; raises :class:`WssclError` with a message for the user."""
     split = make_forget_split(ws.data.train.labels, request.spec, ws.data.num_classes)
-    config = make_config(request.method, request.overrides)
+    config = make_config(request.method, request.overrides, split.scenario)
     notes = []
     smallest = min(split.num_forget, split.num_retain)
     for name, value in vars(config).items():

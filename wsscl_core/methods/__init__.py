@@ -13,11 +13,11 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 
-from ..data import Dataset, ForgetSplit
+from ..data import Dataset, ForgetSplit, Scenario
 from ..engine import CancelFlag, EngineOptions, Phase, ProgressFn, RunStats, TrainRecipe, run_phases
 from ..errors import WssclError
 from ..models import Classifier
@@ -30,7 +30,12 @@ class MethodConfig:
     """Base for method configs; fields named ``*lr`` / ``*epochs`` / ``*batch_size`` get checked.
 
     ``epochs`` must be at least 1; other ``*_epochs`` fields (optional stages) may be 0.
+    ``CLASS_FORGETTING`` replaces some defaults when the forget set takes a whole class
+    (``ForgetSplit.scenario == "class"``): there Retrain forgets everything (UA 100 %), so the
+    best schedule differs from random forgetting's, as in SalUn's reference settings.
     """
+
+    CLASS_FORGETTING: ClassVar[dict[str, Any]] = {}
 
     def validate(self) -> None:
         for f in fields(self):
@@ -107,12 +112,13 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def make_config(name: str, overrides: dict[str, Any] | None = None) -> MethodConfig:
-    """The method's defaults with ``overrides`` applied (strings are converted to the field's type)."""
+def make_config(name: str, overrides: dict[str, Any] | None = None, scenario: Scenario = "random") -> MethodConfig:
+    """The method's defaults for ``scenario`` with ``overrides`` applied (strings are converted to the field's type)."""
     spec = get_method(name)
     cfg = spec.config_cls()
     types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
-    for key, value in (overrides or {}).items():
+    defaults = spec.config_cls.CLASS_FORGETTING if scenario == "class" else {}
+    for key, value in {**defaults, **(overrides or {})}.items():
         if key not in types:
             raise WssclError(f"{spec.label} has no hyperparameter {key!r}; it has {', '.join(types)}.")
         kind = types[key]
@@ -138,7 +144,7 @@ class UnlearnOutcome:
 def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict | None = None) -> UnlearnOutcome:
     """Run ``method`` on a copy of ``ctx.original``; the returned time is the unlearning step alone (RTE)."""
     spec = get_method(method)
-    cfg = config if isinstance(config, MethodConfig) else make_config(method, config)
+    cfg = config if isinstance(config, MethodConfig) else make_config(method, config, ctx.split.scenario)
     torch.manual_seed(ctx.seed)
     start = time.perf_counter()
     model = spec.run(ctx, cfg)

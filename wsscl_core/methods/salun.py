@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..models import Classifier
 from ..saliency import check_mask_ratio, forget_gradients, hard_mask
@@ -14,6 +15,9 @@ from .rl import RLConfig, random_label_training
 class SalUnConfig(RLConfig):
     lr: float = 0.013
     mask_ratio: float = 0.5
+
+    # Forgetting a whole class: two more epochs (lowest summed Avg.Gap on two classes, docs/TUNING.md).
+    CLASS_FORGETTING: ClassVar[dict[str, Any]] = {"epochs": 5}
 
     def validate(self) -> None:
         super().validate()
