@@ -31,6 +31,17 @@ from wsscl_core.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_wo
 from wsscl_core.workspace import open_workspace  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
+# Installed just before the click: the page's own clock at the first mutation that shows a trace of the
+# live chart on the Unlearn page (Playwright's polling adds up to ~1 s to what the user sees).
+WATCH_FIRST_LIVE_POINT = """() => {
+  const t0 = performance.now();
+  new MutationObserver((_, observer) => {
+    if (location.pathname.includes('unlearn') && document.querySelector('.js-plotly-plot .scatterlayer .trace')) {
+      window.__firstLivePoint = performance.now() - t0;
+      observer.disconnect();
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true});
+}"""
 
 
 def in_process() -> dict[str, float]:
@@ -114,11 +125,12 @@ def in_browser() -> dict[str, float]:
             page.wait_for_selector(idle)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # Home's chart: plotly.js is loaded
             home_chart = time.perf_counter() - start
+            page.evaluate(WATCH_FIRST_LIVE_POINT)
             clicked = time.perf_counter()
             page.get_by_role("button", name="Run the default demo").click()
-            page.get_by_text("Losses per phase").first.wait_for(timeout=60_000)
-            page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=60_000)
+            page.wait_for_function("window.__firstLivePoint !== undefined", timeout=60_000)
             first_chart = time.perf_counter() - clicked
+            first_chart_in_page = page.evaluate("window.__firstLivePoint") / 1000
             page.get_by_text("finished in").wait_for(timeout=300_000)
             run_done = time.perf_counter() - clicked
         finally:
@@ -126,7 +138,8 @@ def in_browser() -> dict[str, float]:
             server.wait(10)
             browser.close()
     return {"app_start_to_usable_home_s": home, "app_start_to_home_chart_drawn_s": home_chart,
-            "click_to_first_live_chart_point_s": first_chart,
+            "click_to_first_live_chart_point_s": first_chart_in_page,
+            "click_to_first_live_chart_point_seen_by_playwright_s": first_chart,
             "click_to_run_finished_on_screen_s": run_done}
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wsscl_core.data import ForgetSpec
-from wsscl_core.engine import Phase, Round, StepOutput, check_cancel, run_phases
+from wsscl_core.engine import Phase, ProgressEvent, Round, StepOutput, check_cancel, run_phases
 from wsscl_core.errors import WssclError
 from wsscl_core.jobs import Job, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 
@@ -43,6 +43,27 @@ def test_run_completes_with_events_and_result(digits_workspace):
     assert {e.stage for e in job.events} == {"FT"}
     assert any(e.event.losses for e in job.events)
     assert jobs.results("unlearn") == [record]
+
+
+def test_waiting_for_the_first_progress_returns_as_soon_as_it_comes_or_the_run_ends():
+    gate = threading.Event()
+
+    def report_then_idle(job: Job) -> None:
+        gate.wait(5)
+        job.progress("work")(ProgressEvent("step", "p", "Phase", 0, 1, 0, 1, 1, 10))
+        _idle_until_cancelled(job)
+
+    jobs = SessionJobs(heartbeat_timeout_s=None)
+    job = jobs.start("unlearn", "reports", report_then_idle)
+    assert not job.wait_for_progress(0.05)
+    gate.set()
+    began = time.monotonic()
+    assert job.wait_for_progress(5) and time.monotonic() - began < 2
+    job.stop()
+    assert job.wait(5)
+    silent = SessionJobs(heartbeat_timeout_s=None).start("unlearn", "fails", lambda job: 1 / 0)
+    began = time.monotonic()
+    assert not silent.wait_for_progress(5) and time.monotonic() - began < 2
 
 
 def test_second_run_is_refused_while_one_runs():

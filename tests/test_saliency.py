@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.engine import to_float
 from wsscl_core.errors import WssclError
-from wsscl_core.saliency import (SOFT_NORMALISATIONS, compute_saliency, forget_gradients, hard_mask,
+from wsscl_core.saliency import (GRADIENT_CHUNK, SOFT_NORMALISATIONS, compute_saliency, forget_gradients, hard_mask,
                                  layer_summaries, soft_mask)
 
 
@@ -47,6 +47,25 @@ def test_forget_gradients_report_each_batch_with_its_forget_loss(digits_trained,
         ce = F.cross_entropy(model.eval()(to_float(digits.train.images[first])), digits.train.labels[first])
     assert events[0].kind == "step" and events[0].phase == "saliency"
     assert events[0].losses["ce"] == pytest.approx(float(ce), rel=1e-4)
+
+
+def test_large_batches_report_every_chunk_and_keep_the_batch_mean(digits_trained, digits, split):
+    """A 256-sample batch is computed in chunks: progress comes early, the gradient is still the batch mean's."""
+    model = digits_trained[0]
+    events = []
+    chunked = forget_gradients(model, digits, split.forget, batch_size=256, on_progress=events.append)
+    assert len(events) == -(-split.num_forget // GRADIENT_CHUNK) > -(-split.num_forget // 256)
+    first = split.forget[:GRADIENT_CHUNK]
+    with torch.no_grad():
+        ce = F.cross_entropy(model.eval()(to_float(digits.train.images[first])), digits.train.labels[first])
+    assert events[0].losses["ce"] == pytest.approx(float(ce), rel=1e-4)
+    model.zero_grad()
+    for start in range(0, split.num_forget, 256):
+        idx = split.forget[start:start + 256]
+        F.cross_entropy(model(to_float(digits.train.images[idx])), digits.train.labels[idx]).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(chunked[name], p.grad, rtol=1e-4, atol=1e-6)
+    model.zero_grad(set_to_none=True)
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.2])

@@ -77,6 +77,7 @@ class Job:
         self.started_at = time.monotonic()
         self.finished_at: float | None = None
         self.stop_requested = threading.Event()
+        self._progressed = threading.Event()
         self.cancel = _JobCancel(self)
         self._heartbeat = time.monotonic()
         self._work = work
@@ -100,6 +101,11 @@ class Job:
 
     def heartbeat_age(self) -> float:
         return time.monotonic() - self._heartbeat
+
+    def wait_for_progress(self, timeout: float) -> bool:
+        """Block until the first progress event or the end of the run, at most ``timeout`` s; True if one came."""
+        self._progressed.wait(timeout)
+        return bool(self.events)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker ends (tests, scripts); True when it did."""
@@ -129,6 +135,7 @@ class Job:
         def record(event: ProgressEvent) -> None:
             self.stage = f"{stage}: {event.phase_label}"
             self.events.append(JobEvent(stage, event, time.monotonic() - self.started_at))
+            self._progressed.set()
 
         return record
 
@@ -152,6 +159,7 @@ class Job:
         finally:
             self.finished_at = time.monotonic()
             self.stage = {"done": "Finished", "failed": "Failed", "cancelled": "Stopped"}[self.status]
+            self._progressed.set()
             if self._on_finish is not None:
                 self._on_finish(self)
 

@@ -31,6 +31,9 @@ SOFT_NORMALISATIONS = {
     "density": "Eq. 4, then scaled (and clipped at 1) so its mean is 0.5, the default hard mask's density",
 }
 DEFAULT_SOFT_NORMALISATION = "global"  # lowest Avg.Gap for WSS-CL on the default benchmark (docs/TUNING.md)
+# Samples per backward pass. A batch's gradient is accumulated from chunks (the same sum), so progress
+# comes after a chunk: the studio's first live point no longer waits for a 256-image batch on a busy CPU.
+GRADIENT_CHUNK = 64
 
 
 def forget_gradients(model: nn.Module, data: Dataset, forget_idx: torch.Tensor,
@@ -58,7 +61,8 @@ def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch
     """Cross-entropy gradients of train samples ``indices`` summed over batches, in eval mode, no augmentation.
 
     ``reduction`` is the per-batch reduction: "mean" sums batch means (SalUn's saliency),
-    "sum" gives the exact sum of per-sample gradients (influence unlearning).
+    "sum" gives the exact sum of per-sample gradients (influence unlearning). Each batch is
+    processed in chunks of ``GRADIENT_CHUNK`` samples, with one progress event per chunk.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     sums = {n: torch.zeros_like(p) for n, p in named}
@@ -67,23 +71,34 @@ def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch
     idx_all = indices.to(images.device)
     was_training = model.training
     model.eval()
-    steps, began = -(-len(idx_all) // batch_size), time.perf_counter()
+    spans = _chunk_spans(len(idx_all), batch_size, min(batch_size, GRADIENT_CHUNK))
+    began = time.perf_counter()
     try:
-        for step, start in enumerate(range(0, len(idx_all), batch_size), 1):
+        for step, (lo, hi, batch_len) in enumerate(spans, 1):
             check_cancel(cancel)
-            idx = idx_all[start:start + batch_size]
+            idx = idx_all[lo:hi]
             x = to_float(images[idx].to(device))
-            loss = F.cross_entropy(model(x), labels[idx].to(device), reduction=reduction)
+            ce_sum = F.cross_entropy(model(x), labels[idx].to(device), reduction="sum")
+            loss = ce_sum / batch_len if reduction == "mean" else ce_sum
             for (name, _), g in zip(named, torch.autograd.grad(loss, [p for _, p in named])):
                 sums[name] += g
             if on_progress is not None:
                 elapsed = time.perf_counter() - began
                 on_progress(ProgressEvent("step", "saliency", "Saliency: forget-set gradients", 0, 1, 0, 1, step,
-                                          steps, {"ce": float(loss.detach()) / (len(idx) if reduction == "sum" else 1)}, {},
-                                          elapsed, elapsed * (steps - step) / step, step / steps))
+                                          len(spans), {"ce": float(ce_sum.detach()) / len(idx)}, {},
+                                          elapsed, elapsed * (len(spans) - step) / step, step / len(spans)))
     finally:
         model.train(was_training)
     return sums
+
+
+def _chunk_spans(n: int, batch_size: int, chunk: int) -> list[tuple[int, int, int]]:
+    """(start, end, size of the enclosing batch) for every chunk of every batch of ``n`` samples."""
+    spans = []
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        spans += [(lo, min(lo + chunk, start + size), size) for lo in range(start, start + size, chunk)]
+    return spans
 
 
 def check_mask_ratio(ratio: float) -> None:
