@@ -20,6 +20,17 @@ def grads(digits_trained, digits, split):
     return forget_gradients(digits_trained[0], digits, split.forget)
 
 
+def _assert_sum_of_batch_means(grads, model, digits, forget, batch_size):
+    """``grads`` equals the sum over batches of the batch-mean cross-entropy gradient, by autograd."""
+    model.zero_grad(set_to_none=True)
+    for start in range(0, len(forget), batch_size):
+        idx = forget[start:start + batch_size]
+        F.cross_entropy(model(to_float(digits.train.images[idx])), digits.train.labels[idx]).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6)
+    model.zero_grad(set_to_none=True)
+
+
 def test_forget_gradients_sum_batch_means_and_leave_the_model_alone(trained_copy, digits, split):
     model = trained_copy.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -28,12 +39,7 @@ def test_forget_gradients_sum_batch_means_and_leave_the_model_alone(trained_copy
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
 
-    model.eval()
-    for start in range(0, split.num_forget, 100):
-        idx = split.forget[start:start + 100]
-        F.cross_entropy(model(to_float(digits.train.images[idx])), digits.train.labels[idx]).backward()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6)
+    _assert_sum_of_batch_means(grads, model.eval(), digits, split.forget, 100)
 
 
 def test_forget_gradients_report_each_batch_with_its_forget_loss(digits_trained, digits, split):
@@ -59,13 +65,7 @@ def test_large_batches_report_every_chunk_and_keep_the_batch_mean(digits_trained
     with torch.no_grad():
         ce = F.cross_entropy(model.eval()(to_float(digits.train.images[first])), digits.train.labels[first])
     assert events[0].losses["ce"] == pytest.approx(float(ce), rel=1e-4)
-    model.zero_grad()
-    for start in range(0, split.num_forget, 256):
-        idx = split.forget[start:start + 256]
-        F.cross_entropy(model(to_float(digits.train.images[idx])), digits.train.labels[idx]).backward()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(chunked[name], p.grad, rtol=1e-4, atol=1e-6)
-    model.zero_grad(set_to_none=True)
+    _assert_sum_of_batch_means(chunked, model.eval(), digits, split.forget, 256)
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.2])

@@ -89,10 +89,11 @@ class WSSCLConfig(CLConfig):
 
 
 def retained_classes(ctx: UnlearnContext) -> torch.Tensor | None:
-    """The classes D_r still contains, or None when that is every class (random forgetting)."""
-    labels = ctx.data.train.labels
-    kept = torch.unique(labels[ctx.split.retain.to(labels.device)])
-    return None if len(kept) == ctx.data.num_classes else kept
+    """The classes D_r still contains, or None when D_f removes no class (random forgetting)."""
+    removed = ctx.split.removed_classes
+    if not removed:
+        return None
+    return torch.tensor([c for c in range(ctx.data.num_classes) if c not in removed])
 
 
 def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> Classifier:
