@@ -113,3 +113,24 @@ def test_empty_round_is_refused(digits):
     phase = Phase("x", "Empty", [Round("r", torch.arange(0), cross_entropy_loss)], epochs=1, lr=0.1)
     with pytest.raises(WssclError, match="no samples"):
         run_phases(_fresh(digits), digits, [phase])
+
+
+@pytest.mark.parametrize("num_negatives", [None, 7])
+def test_negatives_come_from_their_pool_in_the_asked_number(digits, num_negatives):
+    seen = []
+
+    def record(model, batch):
+        seen.append((len(batch.x), len(batch.x_view), batch.x_neg.clone()))
+        return cross_entropy_loss(model, batch)
+
+    pool = torch.arange(500, 600)
+    pool_images = digits.train.images[pool].float().div(255).flatten(1)
+    phase = Phase("x", "Contrast", [Round("f", torch.arange(40), record, "forget", augment=False, two_views=True,
+                                          negatives=pool, num_negatives=num_negatives)], epochs=1, lr=0.01,
+                  batch_size=16)
+    run_phases(_fresh(digits), digits, [phase])
+    assert [(n, views) for n, views, _ in seen] == [(16, 16), (16, 16), (8, 8)]
+    for _, _, negatives in seen:
+        assert len(negatives) == (num_negatives or 16)
+        largest_pixel_difference = (negatives.flatten(1)[:, None] - pool_images[None]).abs().amax(2)
+        assert torch.all(largest_pixel_difference.min(1).values == 0)  # every negative is an image of the pool

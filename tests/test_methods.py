@@ -224,6 +224,7 @@ def test_run_unlearning_picks_the_defaults_of_the_split_s_scenario(ctx_for):
     ("wsscl", {"mask_normalisation": "sideways"}, "mask_normalisation"),
     ("wscl", {"mask_ratio": 0}, "ratio"),
     ("cl", {"stage1_epochs": 0, "stage2_epochs": 0}, "stage"),
+    ("wsscl", {"num_negatives": 0}, "num_negatives"),
     ("iu", {"fisher_samples": 0}, "fisher_samples"),
     ("l1_sparse", {"alpha": -1}, "alpha"),
 ])

@@ -98,6 +98,7 @@ class Round:
     augment: bool = True
     two_views: bool = False
     negatives: torch.Tensor | None = None
+    num_negatives: int | None = None  # negatives drawn per step; None: the batch size
     batch_size: int | None = None
     max_steps: int | None = None
 
@@ -322,7 +323,8 @@ def run_phases(
                     if r.two_views:
                         batch.x_view = augment_batch(raw, data.crop_padding, data.flip, generator)
                     if neg_pool is not None:
-                        pick = neg_pool[torch.randint(0, len(neg_pool), (bs,), device=device, generator=generator)]
+                        pick = neg_pool[torch.randint(0, len(neg_pool), (r.num_negatives or bs,), device=device,
+                                                      generator=generator)]
                         xn = to_float(images[pick])
                         batch.x_neg = augment_batch(xn, data.crop_padding, data.flip, generator) if r.augment else xn
                         batch.y_neg = labels[pick]

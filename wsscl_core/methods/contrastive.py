@@ -47,6 +47,8 @@ class CLConfig(MethodConfig):
     # Retain batches per forget batch in each stage-2 epoch: the repair keeps pace with the forgetting
     # (8 + 8 batches on the default 10 % benchmark, 40 + 40 when half the data is forgotten).
     retain_ratio: float = 1.0
+    # Retain samples drawn as negatives for each forget batch (Eq. 7's Σ_r); the paper uses a retain batch.
+    num_negatives: int = 128
     batch_size: int = 128
     weight_decay: float = 5e-4
 
@@ -66,6 +68,8 @@ class CLConfig(MethodConfig):
             raise WssclError(f"target_classes must be one of {', '.join(TARGET_CLASSES)}, got {self.target_classes!r}.")
         if self.retain_ratio <= 0:
             raise WssclError(f"retain_ratio must be positive, got {self.retain_ratio}.")
+        if self.num_negatives < 1:
+            raise WssclError(f"num_negatives must be at least 1, got {self.num_negatives}.")
 
 
 @dataclass
@@ -111,7 +115,7 @@ def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, tor
         retain_steps = max(1, round(cfg.retain_ratio * math.ceil(split.num_forget / cfg.batch_size)))
         phases.append(Phase("stage2", "Stage 2: adversarial fine-tuning", [
             Round("forget", split.forget, contrastive_round_loss(cfg.representation, cfg.tau, kept), "forget",
-                  two_views=True, negatives=split.retain),
+                  two_views=True, negatives=split.retain, num_negatives=cfg.num_negatives),
             Round("retain", split.retain, cross_entropy_loss, "retain", max_steps=retain_steps),
         ], epochs=cfg.stage2_epochs, lr=cfg.stage2_lr, **common))
     ctx.train(model, phases)
