@@ -93,11 +93,11 @@ class WSSCLConfig(CLConfig):
 
 
 def retained_classes(ctx: UnlearnContext) -> torch.Tensor | None:
-    """The classes D_r still contains, or None when D_f removes no class (random forgetting)."""
+    """The classes D_r still contains (on the model's device, read every step), or None when D_f removes no class."""
     removed = ctx.split.removed_classes
     if not removed:
         return None
-    return torch.tensor([c for c in range(ctx.data.num_classes) if c not in removed])
+    return torch.tensor([c for c in range(ctx.data.num_classes) if c not in removed], device=ctx.device)
 
 
 def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> Classifier:
