@@ -2,6 +2,7 @@ import threading
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import wsscl_core.engine as engine
 from wsscl_core.data import ForgetSpec, make_forget_split
@@ -10,7 +11,8 @@ from wsscl_core.errors import RunCancelled, WssclError
 from wsscl_core.methods import make_config, method_names, run_unlearning
 from wsscl_core.methods.iu import woodfisher_inverse_product
 from wsscl_core.engine import Batch
-from wsscl_core.methods.losses import contrastive_forget_loss, kl_to_uniform
+from wsscl_core.methods import rl as rl_module
+from wsscl_core.methods.losses import contrastive_forget_loss, kl_to_uniform, random_label_cross_entropy
 from wsscl_core.metrics import accuracy, predict_logits
 from wsscl_core.saliency import forget_gradients, hard_mask
 
@@ -122,6 +124,27 @@ def test_wsscl_reports_both_stages_by_name(ctx_for):
         ("stage1", "Stage 1: KL forgetting"), ("stage2", "Stage 2: adversarial fine-tuning")]
 
 
+def test_random_labels_are_drawn_only_from_the_given_classes():
+    logits = torch.tensor([[1.0, -2.0, 0.5]] * 64)
+    batch = Batch(torch.zeros(64, 1), torch.zeros(64, dtype=torch.long), None, torch.Generator().manual_seed(0), 0)
+    only_class_1 = float(random_label_cross_entropy(torch.tensor([1]))(_FixedLogits(logits), batch).loss)
+    assert only_class_1 == pytest.approx(float(F.cross_entropy(logits, torch.ones(64, dtype=torch.long))), abs=1e-6)
+    over_all = float(random_label_cross_entropy()(_FixedLogits(logits), batch).loss)
+    assert over_all < only_class_1  # some draws land on the likelier classes 0 and 2
+
+
+@pytest.mark.parametrize("method", ["rl", "salun"])
+def test_random_labels_on_a_class_split_come_from_the_kept_classes(ctx_for, monkeypatch, method):
+    pools = []
+    real = rl_module.random_label_cross_entropy
+    monkeypatch.setattr(rl_module, "random_label_cross_entropy", lambda classes=None: pools.append(classes) or real(classes))
+    for forget, overrides in [("class:3", {}), ("class:3", {"target_classes": "all"}), ("random:0.1", {})]:
+        run_unlearning(method, ctx_for(forget), {"epochs": 1, **overrides})
+    kept, everything_for_all, everything_for_random = pools
+    assert kept.tolist() == [c for c in range(10) if c != 3]
+    assert everything_for_all is None and everything_for_random is None
+
+
 def test_class_forgetting_with_salun_forgets_the_class(ctx_for):
     ctx = ctx_for("class:3")
     out = run_unlearning("salun", ctx, {"epochs": 2})
@@ -225,6 +248,7 @@ def test_run_unlearning_picks_the_defaults_of_the_split_s_scenario(ctx_for):
     ("wscl", {"mask_ratio": 0}, "ratio"),
     ("cl", {"stage1_epochs": 0, "stage2_epochs": 0}, "stage"),
     ("wsscl", {"num_negatives": 0}, "num_negatives"),
+    ("salun", {"target_classes": "some"}, "target_classes"),
     ("iu", {"fisher_samples": 0}, "fisher_samples"),
     ("l1_sparse", {"alpha": -1}, "alpha"),
 ])

@@ -23,6 +23,8 @@ from ..errors import WssclError
 from ..models import Classifier
 
 MAX_LR = 10.0
+# Output classes a forgetting loss works over: those the retain set still contains, or all K.
+TARGET_CLASSES = ("retain", "all")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class MethodConfig:
                 raise WssclError(f"{f.name} must be at least {min_epochs}, got {value}.")
             if f.name.endswith("batch_size") and value < 1:
                 raise WssclError(f"{f.name} must be at least 1, got {value}.")
+        target = getattr(self, "target_classes", "all")
+        if target not in TARGET_CLASSES:
+            raise WssclError(f"target_classes must be one of {', '.join(TARGET_CLASSES)}, got {target!r}.")
 
 
 @dataclass
@@ -70,6 +75,17 @@ class UnlearnContext:
     @property
     def device(self) -> torch.device:
         return next(self.original.parameters()).device
+
+    def target_classes(self, target: str) -> torch.Tensor | None:
+        """The classes a forgetting loss may aim at (on the model's device), or None for all K.
+
+        "retain": the classes D_r still contains — every class for random forgetting, all but the
+        removed one(s) when D_f takes a whole class, the only outputs a model trained on D_r alone gives.
+        """
+        removed = self.split.removed_classes
+        if target == "all" or not removed:
+            return None
+        return torch.tensor([c for c in range(self.data.num_classes) if c not in removed], device=self.device)
 
     def copy_original(self) -> Classifier:
         return copy.deepcopy(self.original)

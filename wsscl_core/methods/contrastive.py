@@ -30,9 +30,6 @@ from . import MethodConfig, UnlearnContext, register
 from .losses import contrastive_round_loss, kl_to_uniform
 
 
-TARGET_CLASSES = ("retain", "all")
-
-
 @dataclass
 class CLConfig(MethodConfig):
     stage1_epochs: int = 1
@@ -64,8 +61,6 @@ class CLConfig(MethodConfig):
             raise WssclError(f"representation must be 'features' or 'logits', got {self.representation!r}.")
         if self.tau <= 0:
             raise WssclError(f"The temperature tau must be positive, got {self.tau}.")
-        if self.target_classes not in TARGET_CLASSES:
-            raise WssclError(f"target_classes must be one of {', '.join(TARGET_CLASSES)}, got {self.target_classes!r}.")
         if self.retain_ratio <= 0:
             raise WssclError(f"retain_ratio must be positive, got {self.retain_ratio}.")
         if self.num_negatives < 1:
@@ -92,21 +87,13 @@ class WSSCLConfig(CLConfig):
                              f"got {self.mask_normalisation!r}.")
 
 
-def retained_classes(ctx: UnlearnContext) -> torch.Tensor | None:
-    """The classes D_r still contains (on the model's device, read every step), or None when D_f removes no class."""
-    removed = ctx.split.removed_classes
-    if not removed:
-        return None
-    return torch.tensor([c for c in range(ctx.data.num_classes) if c not in removed], device=ctx.device)
-
-
 def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> Classifier:
     """Stage 1 (KL to uniform on D_f), then stage 2 (contrastive forget + CE retain), both under ``mask``."""
     model = ctx.copy_original()
     split = ctx.split
     common = dict(batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)
     phases = []
-    kept = retained_classes(ctx) if cfg.target_classes == "retain" else None
+    kept = ctx.target_classes(cfg.target_classes)
     if cfg.stage1_epochs:
         phases.append(Phase("stage1", "Stage 1: KL forgetting",
                             [Round("forget", split.forget, kl_to_uniform(kept), "forget")],

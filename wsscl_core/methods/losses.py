@@ -21,12 +21,22 @@ def negated_cross_entropy(model: nn.Module, batch: Batch) -> StepOutput:
     return StepOutput(-ce, {"ce": ce.detach()}, logits)
 
 
-def random_label_cross_entropy(model: nn.Module, batch: Batch) -> StepOutput:
-    """CE towards labels drawn uniformly from all K classes (fresh each step, from the run's generator)."""
-    logits = model(batch.x)
-    random_labels = torch.randint(0, logits.shape[1], batch.y.shape, device=logits.device, generator=batch.generator)
-    loss = F.cross_entropy(logits, random_labels)
-    return StepOutput(loss, {"ce_random": loss.detach()}, logits)
+def random_label_cross_entropy(classes: torch.Tensor | None = None) -> LossFn:
+    """CE towards labels drawn uniformly from ``classes`` (all K when None), fresh each step from the run's generator.
+
+    With a whole class forgotten, ``classes`` are the retained ones: a label drawn from all K would
+    name the forgotten class for 1 in K samples and train it back in.
+    """
+
+    def loss(model: nn.Module, batch: Batch) -> StepOutput:
+        logits = model(batch.x)
+        pool = logits.shape[1] if classes is None else len(classes)
+        draw = torch.randint(0, pool, batch.y.shape, device=logits.device, generator=batch.generator)
+        labels = draw if classes is None else classes.to(logits.device)[draw]
+        value = F.cross_entropy(logits, labels)
+        return StepOutput(value, {"ce_random": value.detach()}, logits)
+
+    return loss
 
 
 def kl_to_uniform(classes: torch.Tensor | None = None) -> LossFn:
