@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/class_logit_trace.py --forget class:7 --seed 2
 
 Runs stage 1 alone, then stage 1 followed by each of stage 2's rounds alone and by both, with the
-class-forgetting defaults, and prints for the forget set: how many images the model still gives
+class-forgetting defaults (or another soft-mask normalisation), and prints for the forget set: how many images the model still gives
 their label, the mean logit of the forgotten class and of the best kept class, and the forgotten
 class's row of the output layer.
 """
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--forget", default="class:7")
     p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--mask-normalisation", default=None, help="soft-mask normalisation (default: the class default)")
     args = p.parse_args(argv)
 
     ws = open_workspace(None, device="cpu")
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--forget must name whole classes, e.g. class:7")
     forgotten = split.removed_classes[0]
     ctx = ws.context(split, args.seed)
-    cfg = make_config("wsscl", None, "class")
+    overrides = {"mask_normalisation": args.mask_normalisation} if args.mask_normalisation else None
+    cfg = make_config("wsscl", overrides, "class")
     kept = ctx.target_classes(cfg.target_classes)
     mask = soft_mask(forget_gradients(ctx.original, ctx.data, split.forget), cfg.mask_normalisation)
     common = dict(batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)

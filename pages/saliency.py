@@ -6,7 +6,8 @@ from pages import shared
 from wsscl_core import plots
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
-from wsscl_core.saliency import DEFAULT_SOFT_NORMALISATION, SOFT_NORMALISATIONS
+from wsscl_core.methods import make_config
+from wsscl_core.saliency import SOFT_NORMALISATIONS
 
 shared.enter_page(__file__)
 
@@ -18,17 +19,19 @@ ws = shared.workspace()
 runs = shared.runs()
 spec = runs[-1].request.spec if runs else shared.DEFAULT_FORGET
 st.caption(f"Forget set: {spec} (the latest run's, or the default)")
-left, right = st.columns(2)
-ratio = left.slider("Hard mask: share of weights selected", 0.05, 0.95, 0.5, 0.05, key="saliency_ratio", persist_state="session")
-normalisation = right.selectbox("Soft mask normalisation", list(SOFT_NORMALISATIONS),
-                                index=list(SOFT_NORMALISATIONS).index(DEFAULT_SOFT_NORMALISATION),
-                                format_func=lambda n: f"{n} — {SOFT_NORMALISATIONS[n]}", key="saliency_norm", persist_state="session")
 try:
     split = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes)
-    result = shared.saliency(shared.workspace_key(), str(spec), ratio, normalisation, ws, split)
 except WssclError as exc:
     st.error(str(exc))
     st.stop()
+wsscl_normalisation = make_config("wsscl", scenario=split.scenario).mask_normalisation
+left, right = st.columns(2)
+ratio = left.slider("Hard mask: share of weights selected", 0.05, 0.95, 0.5, 0.05, key="saliency_ratio", persist_state="session")
+normalisation = right.selectbox("Soft mask normalisation", list(SOFT_NORMALISATIONS),
+                                index=list(SOFT_NORMALISATIONS).index(wsscl_normalisation),
+                                format_func=lambda n: f"{n} — {SOFT_NORMALISATIONS[n]}", key="saliency_norm",
+                                help=f"WSS-CL's default for this forget set: {wsscl_normalisation}", persist_state="session")
+result = shared.saliency(shared.workspace_key(), str(spec), ratio, normalisation, ws, split)
 
 names = [layer.name for layer in result.layers]
 layer = result.layers[names.index(st.selectbox("Layer", names, key="saliency_layer"))]

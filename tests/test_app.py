@@ -98,6 +98,14 @@ def test_unlearn_defaults_come_from_the_method_config(app):
     assert any("Forget set:" in md.value for md in app.markdown)
 
 
+def test_saliency_page_starts_with_the_soft_mask_wsscl_uses_for_the_forget_set(app):
+    app.switch_page("pages/saliency.py").run()
+    assert not app.exception, app.exception
+    class_default = make_config("wsscl", scenario="class").mask_normalisation
+    assert class_default != make_config("wsscl").mask_normalisation
+    assert app.selectbox(key="saliency_norm").value == class_default  # the studio's default forget set is a class
+
+
 def test_choices_survive_a_visit_to_another_page(app):
     app.switch_page("pages/unlearn.py").run()
     app.radio(key="forget_kind").set_value("A random subset").run()

@@ -80,6 +80,10 @@ class WSCLConfig(CLConfig):
 class WSSCLConfig(CLConfig):
     mask_normalisation: str = DEFAULT_SOFT_NORMALISATION
 
+    # A whole class: the soft mask normalised per tensor forgets every image of it and keeps the other
+    # classes closer to Retrain than the global one (three classes, three seeds; docs/TUNING.md).
+    CLASS_FORGETTING: ClassVar[dict[str, Any]] = {**CLConfig.CLASS_FORGETTING, "mask_normalisation": "per-tensor"}
+
     def validate(self) -> None:
         super().validate()
         if self.mask_normalisation not in SOFT_NORMALISATIONS:
