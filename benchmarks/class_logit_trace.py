@@ -11,15 +11,14 @@ class's row of the output layer.
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import sys
 
 import torch
 
 from wsscl_core.data import ForgetSpec, make_forget_split
-from wsscl_core.engine import Phase, Round, cross_entropy_loss
 from wsscl_core.methods import make_config
-from wsscl_core.methods.losses import contrastive_round_loss, kl_to_uniform
+from wsscl_core.methods.contrastive import two_stage_phases
 from wsscl_core.metrics import predict_logits
 from wsscl_core.models import Classifier
 from wsscl_core.saliency import forget_gradients, soft_mask
@@ -43,13 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = make_config("wsscl", overrides, "class")
     kept = ctx.target_classes(cfg.target_classes)
     mask = soft_mask(forget_gradients(ctx.original, ctx.data, split.forget), cfg.mask_normalisation)
-    common = dict(batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)
-    stage1 = Phase("stage1", "Stage 1", [Round("forget", split.forget, kl_to_uniform(kept), "forget")],
-                   epochs=cfg.stage1_epochs, lr=cfg.stage1_lr, **common)
-    contrastive = Round("forget", split.forget, contrastive_round_loss(cfg.representation, cfg.tau, kept), "forget",
-                        two_views=True, negatives=split.retain, num_negatives=cfg.num_negatives)
-    retain_steps = max(1, round(cfg.retain_ratio * math.ceil(split.num_forget / cfg.batch_size)))
-    retain = Round("retain", split.retain, cross_entropy_loss, "retain", max_steps=retain_steps)
+    stage1, stage2 = two_stage_phases(ctx, cfg, mask)
+    contrastive, retain = stage2.rounds
     images = ws.data.train.images[split.forget]
 
     def report(name: str, model: Classifier) -> None:
@@ -63,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rounds in [("stage 1", []), ("stage 1 + contrastive round", [contrastive]),
                          ("stage 1 + retain round", [retain]), ("stage 1 + both (WSS-CL)", [contrastive, retain])]:
         model = ctx.copy_original()
-        stage2 = [Phase("stage2", "Stage 2", rounds, epochs=cfg.stage2_epochs, lr=cfg.stage2_lr, **common)] if rounds else []
-        ctx.train(model, [stage1, *stage2])
+        ctx.train(model, [stage1, dataclasses.replace(stage2, rounds=rounds)] if rounds else [stage1])
         model.eval()
         report(name, model)
     return 0

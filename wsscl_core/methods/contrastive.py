@@ -91,9 +91,8 @@ class WSSCLConfig(CLConfig):
                              f"got {self.mask_normalisation!r}.")
 
 
-def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> Classifier:
+def two_stage_phases(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> list[Phase]:
     """Stage 1 (KL to uniform on D_f), then stage 2 (contrastive forget + CE retain), both under ``mask``."""
-    model = ctx.copy_original()
     split = ctx.split
     common = dict(batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)
     phases = []
@@ -109,7 +108,12 @@ def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, tor
                   two_views=True, negatives=split.retain, num_negatives=cfg.num_negatives),
             Round("retain", split.retain, cross_entropy_loss, "retain", max_steps=retain_steps),
         ], epochs=cfg.stage2_epochs, lr=cfg.stage2_lr, **common))
-    ctx.train(model, phases)
+    return phases
+
+
+def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, torch.Tensor] | None) -> Classifier:
+    model = ctx.copy_original()
+    ctx.train(model, two_stage_phases(ctx, cfg, mask))
     return model
 
 
