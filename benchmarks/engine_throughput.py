@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wsscl_core.data import load_dataset  # noqa: E402
-from wsscl_core.engine import EngineOptions, Phase, Round, cross_entropy_loss, run_phases, to_float  # noqa: E402
+from wsscl_core.engine import Phase, Round, cross_entropy_loss, run_phases, to_float  # noqa: E402
 from wsscl_core.models import build_model, pick_device  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def engine_loop(model, data, n_images, batch_size, augment: bool, device) -> flo
                   epochs=1, lr=0.01, batch_size=batch_size)
     _sync(device)
     start = time.perf_counter()
-    run_phases(model, data, [phase], on_progress=lambda e: None, options=EngineOptions())
+    run_phases(model, data, [phase], on_progress=lambda e: None)
     _sync(device)
     return time.perf_counter() - start
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from wsscl_core.data import ForgetSpec  # noqa: E402
-from wsscl_core.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work  # noqa: E402
+from wsscl_core.studio.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work  # noqa: E402
 from wsscl_core.workspace import open_workspace  # noqa: E402
 
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from wsscl_core import embed  # noqa: E402
+from wsscl_core.studio import embed  # noqa: E402
 from wsscl_core.data import ForgetSpec  # noqa: E402
-from wsscl_core.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work  # noqa: E402
+from wsscl_core.studio.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work  # noqa: E402
 from wsscl_core.workspace import open_workspace  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

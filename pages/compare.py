@@ -3,9 +3,9 @@
 import streamlit as st
 
 from pages import shared
-from wsscl_core import embed, plots
+from wsscl_core.studio import embed, plots
 from wsscl_core.checkpoints import checkpoint_bytes
-from wsscl_core.report import checkpoint_metadata, html_report
+from wsscl_core.studio.report import checkpoint_metadata, html_report
 
 shared.enter_page(__file__)
 
@@ -37,8 +37,10 @@ table = plots.metrics_table(rows, retrain.evaluation if retrain is not None else
                             retrain.rte_s if retrain is not None else None)
 st.dataframe(table)
 st.caption("UA = 100 − accuracy on the forget set; RA on the retain set; TA on the test set; MIA = share of forget "
-           "samples a membership-inference attack calls non-members. Avg.Gap = mean distance to Retrain (lower is "
-           "better). RTE = unlearning time." + ("" if retrain else " Run with “Also run Retrain” to get Avg.Gap."))
+           "samples a membership-inference attack calls non-members. Loss-attack AUC = how well a threshold on the "
+           "per-sample loss tells forget samples from test samples (0.5: they look unseen; Retrain's value is the "
+           "target). Avg.Gap = mean distance to Retrain over UA, RA, TA and MIA (lower is better). RTE = unlearning "
+           "time." + ("" if retrain else " Run with “Also run Retrain” to get Avg.Gap."))
 
 st.subheader("Feature space before and after")
 

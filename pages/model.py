@@ -3,11 +3,11 @@
 import streamlit as st
 
 from pages import shared
-from wsscl_core import plots
+from wsscl_core.studio import plots
 from wsscl_core.data import DATASETS, DEFAULT_DATASET
 from wsscl_core.engine import TrainRecipe
 from wsscl_core.errors import WssclError
-from wsscl_core.jobs import train_work
+from wsscl_core.studio.jobs import train_work
 from wsscl_core.models import MODEL_HELP, MODELS
 
 shared.enter_page(__file__)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pages import shared
-from wsscl_core import plots
+from wsscl_core.studio import plots
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
 from wsscl_core.methods import make_config

@@ -12,24 +12,21 @@ import streamlit as st
 import torch
 
 from pages.navigation import enter_through_app
-from wsscl_core import embed, plots
 from wsscl_core.data import Dataset, ForgetSpec, ForgetSplit, load_dataset
 from wsscl_core.errors import WssclError
-from wsscl_core.jobs import RETAIN_EVAL, Job, RunRecord, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
-from wsscl_core.metrics import (Evaluation, accuracy, confusion_matrix, evaluate, per_class_accuracy,
-                                predict_logits)
-from wsscl_core.methods import METHODS
+from wsscl_core.methods import METHODS, literal_choices
+from wsscl_core.metrics import Evaluation, accuracy, confusion_matrix, per_class_accuracy, predict_logits
 from wsscl_core.models import pick_device
-from wsscl_core.saliency import SOFT_NORMALISATIONS, SaliencyResult, compute_saliency
+from wsscl_core.runs import score
+from wsscl_core.saliency import SaliencyResult, compute_saliency
+from wsscl_core.studio import embed, plots
+from wsscl_core.studio.jobs import Job, RunRecord, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 from wsscl_core.workspace import Workspace, open_workspace
 
 POLL_S = 0.8  # live-view refresh; measured 0.80 s median, 0.92 s max between updates. At 0.3 s the
 # redraws took so much CPU that the default demo ended 31.5 s after the click instead of 22.6 s.
 FIRST_POINT_WAIT_S = 0.6  # how long a new run's live view waits for its first progress event before drawing
 DEFAULT_FORGET = ForgetSpec("class", (0,))
-# Text hyperparameters with a fixed set of values get a select box instead of a text field.
-CHOICES = {"mask_normalisation": list(SOFT_NORMALISATIONS), "representation": ["features", "logits"],
-           "target_classes": ["retain", "all"]}
 
 
 # --------------------------------------------------------------------------- cached, shared by all sessions
@@ -52,7 +49,7 @@ def uploaded_workspace(dataset_name: str, model_name: str | None, digest: str, _
 
 @st.cache_resource(show_spinner="Scoring the original model…", max_entries=16)
 def original_evaluation(workspace_key: str, spec_text: str, seed: int, _ws: Workspace, _split: ForgetSplit) -> Evaluation:
-    return evaluate(_ws.original, _ws.data, _split, seed=seed, max_retain_eval=RETAIN_EVAL)
+    return score(_ws, _ws.original, _split, seed)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -258,6 +255,7 @@ def sidebar_status() -> None:
 def config_inputs(config: Any, key_prefix: str) -> dict[str, Any]:
     """One input per field of a config dataclass (a method's, or the training recipe), defaulting to its value."""
     values: dict[str, Any] = {}
+    choices = literal_choices(type(config))  # fields with a fixed set of values get a select box
     for f in fields(config):
         default, key = getattr(config, f.name), f"{key_prefix}.{f.name}"
         if isinstance(default, bool):
@@ -266,8 +264,8 @@ def config_inputs(config: Any, key_prefix: str) -> dict[str, Any]:
             values[f.name] = st.number_input(f.name, value=default, step=1, key=key, persist_state="session")
         elif isinstance(default, float):
             values[f.name] = st.number_input(f.name, value=default, format="%g", step=None, key=key, persist_state="session")
-        elif f.name in CHOICES:
-            options = CHOICES[f.name]
+        elif f.name in choices:
+            options = list(choices[f.name])
             values[f.name] = st.selectbox(f.name, options, index=options.index(default), key=key, persist_state="session")
         else:
             values[f.name] = st.text_input(f.name, str(default), key=key, persist_state="session")

@@ -3,10 +3,10 @@
 import streamlit as st
 
 from pages import shared
-from wsscl_core import plots
+from wsscl_core.studio import plots
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
-from wsscl_core.jobs import UnlearnRequest
+from wsscl_core.studio.jobs import UnlearnRequest
 from wsscl_core.methods import METHODS, make_config
 
 shared.enter_page(__file__)

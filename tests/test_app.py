@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from wsscl_core import embed
-from wsscl_core.jobs import SessionJobs
+from wsscl_core.studio import embed
+from wsscl_core.studio.jobs import SessionJobs
 from wsscl_core.methods import make_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,12 +2,12 @@
 
 import pytest
 
-from wsscl_core import plots
+from wsscl_core.studio import plots
 from wsscl_core.checkpoints import checkpoint_bytes, load_model
 from wsscl_core.data import ForgetSpec
-from wsscl_core.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work
+from wsscl_core.studio.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 from wsscl_core.metrics import evaluate
-from wsscl_core.report import checkpoint_metadata, html_report
+from wsscl_core.studio.report import checkpoint_metadata, html_report
 
 
 @pytest.fixture()

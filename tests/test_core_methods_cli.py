@@ -12,6 +12,7 @@ from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
 from wsscl_core.methods import make_config, run_unlearning
 from wsscl_core.metrics import evaluate
+from wsscl_core.runs import score
 
 
 def _split(ws, text="random:0.1", seed=0):
@@ -66,16 +67,27 @@ def test_unknown_method():
 
 
 def test_benchmark_tables(digits_workspace, tmp_path):
-    result = run_benchmark(digits_workspace, ["retrain", "ft"], "class:1", [0, 1], {"ft": {"epochs": 1}})
+    ws = digits_workspace
+    result = run_benchmark(ws, ["retrain", "ft"], "class:1", [0, 1], {"ft": {"epochs": 1}})
+    assert result.methods() == ["retrain", "original", "ft"]
+    for seed in (0, 1):
+        split = make_forget_split(ws.data.train.labels, ForgetSpec.parse("class:1", seed), ws.data.num_classes)
+        retrain, original, ft = (next(r for r in result.of(m) if r.seed == seed) for m in ("retrain", "original", "ft"))
+        # the Original row is the unmodified model scored by the same policy, and every gap is to that seed's Retrain
+        assert original.scores == score(ws, ws.original, split, seed).scores()
+        for row in (original, ft):
+            by_hand = sum(abs(row.scores[k] - retrain.scores[k]) for k in ("UA", "RA", "TA", "MIA")) / 4
+            assert row.avg_gap == pytest.approx(by_hand)
+        assert retrain.scores["UA"] == 100.0 and original.scores["UA"] < 5  # Retrain never saw class 1; θo did
     table = table_markdown(result)
-    assert "| Retrain |" in table and "| FT |" in table and "±" in table and "TA (kept classes)" in table
-    ft_rows = result.of("ft")
-    assert len(ft_rows) == 2 and all(r.avg_gap >= 0 for r in ft_rows)
-    assert all(r.avg_gap == 0 for r in result.of("retrain"))
+    assert "| Retrain |" in table and "| Original (no unlearning) |" in table and "| FT |" in table
+    assert "±" in table and "TA (kept classes)" in table and "Loss-attack AUC" in table
+    ft_failed = result.mean_gap("ft") >= result.mean_gap("original")
+    assert ("FT" in table.splitlines()[-1]) == ft_failed  # the footnote names exactly the methods that failed
     assert "1*" in per_class_markdown(result)
     csv_path, json_path = write_outputs(result, tmp_path)
-    assert len(csv_path.read_text().splitlines()) == 5
-    assert json.loads(json_path.read_text())["rows"][0]["method"] == "retrain"
+    assert len(csv_path.read_text().splitlines()) == 1 + 3 * 2
+    assert [row["method"] for row in json.loads(json_path.read_text())["rows"]][:3] == ["retrain", "original", "ft"]
 
 
 def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):

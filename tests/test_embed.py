@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wsscl_core import embed
+from wsscl_core.studio import embed
 
 
 def test_sample_includes_forget_samples_and_every_class():

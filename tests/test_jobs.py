@@ -10,7 +10,7 @@ import torch
 from wsscl_core.data import ForgetSpec
 from wsscl_core.engine import Phase, ProgressEvent, Round, StepOutput, check_cancel, run_phases
 from wsscl_core.errors import WssclError
-from wsscl_core.jobs import Job, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
+from wsscl_core.studio.jobs import Job, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 
 CLASS_3 = ForgetSpec("class", (3,))
 

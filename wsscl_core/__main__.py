@@ -1,23 +1,31 @@
-"""Command line: ``python -m wsscl_core train | unlearn | bench`` (``--help`` on each)."""
+"""Command line: ``python -m wsscl_core train | unlearn | bench | tune`` (``--help`` on each).
+
+Every argument is checked before any data is loaded or any model trained; a user error ends with one
+line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import get_args
 
-from .bench import per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
-from .checkpoints import DEFAULT_MODEL_FILE, model_metadata, save_checkpoint
-from .data import DEFAULT_DATASET, ForgetSpec, dataset_names, load_dataset, make_forget_split
-from .engine import ProgressEvent, TrainRecipe
+from .bench import per_class_markdown, prepare_benchmark, resolve_methods, run_benchmark, table_markdown, write_outputs
+from .checkpoints import save_checkpoint
+from .data import DATASETS, DEFAULT_DATASET, ForgetSpec, dataset_names, load_dataset
+from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
 from .errors import WssclError
-from .methods import METHODS, make_config, run_unlearning
-from .metrics import evaluate
+from .methods import METHODS, get_method
 from .models import MODELS
+from .runs import RunRequest, execute, prepare, result_metadata
 from .workspace import open_workspace, train_original
 
 
@@ -64,44 +72,75 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _recipe(args: argparse.Namespace) -> TrainRecipe:
+    """The named recipe with every field given on the command line replaced, validated."""
+    chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainRecipe) if getattr(args, f.name) is not None}
+    return dataclasses.replace(RECIPES[args.recipe], **chosen).validate()
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise WssclError(f"--seed must be 0 or more, got {seed}.")
+
+
+def _check_dataset(name: str | None) -> None:
+    if name is None or name in DATASETS:
+        return
+    if not name.startswith("folder:"):
+        raise WssclError(f"Unknown dataset {name!r}; choose one of {', '.join(dataset_names())}.")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    _check_seed(args.seed)
+    _check_dataset(args.dataset)
+    recipe = _recipe(args)
     data = load_dataset(args.dataset, root=args.data_root)
-    recipe = TrainRecipe(**{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
-                            if v is not None})
     model, meta = train_original(data, args.model, recipe, seed=args.seed, device=args.device,
                                  on_progress=ProgressBar(), cancel=_cancel_on_interrupt())
     save_checkpoint(args.out, model, meta)
-    print(f"test accuracy {meta['metrics']['TA']:.2f}% after {meta['train_seconds']:.0f}s; saved {args.out}")
+    print(f"train accuracy {meta['metrics']['RA']:.2f}%, test accuracy {meta['metrics']['TA']:.2f}% "
+          f"after {meta['seconds']:.0f}s; saved {args.out}")
 
 
 def cmd_unlearn(args: argparse.Namespace) -> None:
+    request = RunRequest.parse(args.method, args.forget, _parse_overrides(args.set), args.seed)
+    get_method(request.method)
+    _check_dataset(args.dataset)
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
-    split = make_forget_split(ws.data.train.labels, ForgetSpec.parse(args.forget, args.seed), ws.data.num_classes)
-    cfg = make_config(args.method, _parse_overrides(args.set), split.scenario)
+    prepared = prepare(ws, request)
+    split = prepared.split
     print(f"{ws.data.name}: forgetting {split.num_forget} samples ({split.spec}), retaining {split.num_retain}",
           file=sys.stderr)
-    out = run_unlearning(args.method, ws.context(split, args.seed, ProgressBar(), _cancel_on_interrupt()), cfg)
-    ev = evaluate(out.model, ws.data, split, seed=args.seed)
-    result = {"method": args.method, "forget": split.spec.describe(), "hyperparameters": dict(cfg.__dict__),
-              "rte_s": round(out.seconds, 3), "metrics": ev.to_dict(), "original": args.checkpoint or str(DEFAULT_MODEL_FILE)}
+    result = execute(ws, prepared, ProgressBar(), _cancel_on_interrupt())
     stem = Path(args.out or f"runs/{args.method}_{str(split.spec).replace(':', '-')}_s{args.seed}.pt")
-    meta = model_metadata(ws.model_name, ws.data, recipe=ws.recipe.to_dict(), seed=args.seed, method=args.method,
-                          forget=split.spec.describe(), hyperparameters=dict(cfg.__dict__), metrics=ev.scores(),
-                          rte_s=round(out.seconds, 3))
-    save_checkpoint(stem, out.model, meta)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({**ev.scores(), "rte_s": round(out.seconds, 2)}))
+    save_checkpoint(stem, result.model, result_metadata(ws, result))
+    stem.with_suffix(".json").write_text(json.dumps(result.summary(), indent=1))
+    print(json.dumps({**result.scores(), "rte_s": round(result.rte_s, 2)}))
     print(f"saved {stem} and {stem.with_suffix('.json')}", file=sys.stderr)
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
-    methods = resolve_methods(args.methods)
-    seeds = list(range(args.seed, args.seed + args.seeds))
+def _bench_overrides(items: list[str]) -> dict[str, dict]:
     overrides: dict[str, dict] = {}
-    for item in args.set:
-        method, _, kv = item.partition(".")
+    for item in items:
+        method, dot, kv = item.partition(".")
+        if not dot:
+            raise WssclError(f"--set expects METHOD.KEY=VALUE, got {item!r}")
+        get_method(method)
         overrides.setdefault(method, {}).update(_parse_overrides([kv]))
+    return overrides
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    _check_seed(args.seed)
+    if args.seeds < 1:
+        raise WssclError(f"--seeds must be at least 1, got {args.seeds}.")
+    _check_dataset(args.dataset)
+    methods = resolve_methods(args.methods)
+    overrides = _bench_overrides(args.set)
+    ForgetSpec.parse(args.forget)
+    ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    prepare_benchmark(ws, methods, args.forget, seeds, overrides)  # every run checked before the first starts
     cancel = _cancel_on_interrupt()
     result = run_benchmark(ws, methods, args.forget, seeds, overrides,
                            progress_for=lambda m, s: ProgressBar(f"{m} s{s} "), cancel=cancel)
@@ -113,8 +152,80 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
+def _trial_line(method: str, done: int, total: int, value: float, best: float, seconds: float) -> None:
+    print(f"[{method}] trial {done}/{total}: Avg.Gap {value:.3f} (best {best:.3f}), {seconds:.0f} s so far",
+          file=sys.stderr, flush=True)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from . import tune
+
+    if args.report:
+        Path(args.report).write_text(tune.tuning_report(args.storage))
+        print(f"wrote {args.report}", file=sys.stderr)
+        return
+    if args.trials < 1:
+        raise WssclError(f"--trials must be at least 1, got {args.trials}.")
+    if args.workers < 1:
+        raise WssclError(f"--workers must be at least 1, got {args.workers}.")
+    methods = tune.tunable_methods(args.methods)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    for name in datasets:
+        _check_dataset(name)
+    scenario = ForgetSpec.parse(args.forget).kind
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    if args.seed < tune.TUNING_SEED:
+        raise WssclError(f"Tuning seeds start at {tune.TUNING_SEED} or above (--seed), so that they never "
+                         "coincide with the seeds the reported tables use.")
+    _ensure_sqlite_folder(args.storage)
+    helpers = _start_workers(args) if args.workers > 1 else []
+    cache = Path(args.cache_dir)
+    settings = tune.open_settings(datasets, args.checkpoint, cache, args.device, args.data_root)
+    cancel = _cancel_on_interrupt()
+    chosen = {}
+    for method in methods:
+        study = tune.tune_method(method, args.forget, settings, args.trials, args.storage, seeds, cancel, _trial_line)
+        chosen[method] = tune.best_values(study)
+        print(f"{get_method(method).label}: best mean Avg.Gap {study.best_value:.3f} with {chosen[method]}")
+    for helper in helpers:
+        helper.wait()
+    if args.write_defaults:
+        tune.write_defaults({m: v for m, v in chosen.items() if v}, scenario)
+        print(f"wrote the {scenario} defaults of {', '.join(chosen)}", file=sys.stderr)
+
+
+def _ensure_sqlite_folder(storage: str) -> None:
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
+    """``--workers K``: K − 1 more processes of the same command on the same study store (Optuna shares the
+    trials through the store); each gets its share of the CPU threads."""
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    argv = [a for a in sys.argv[1:] if a != "--write-defaults"]
+    argv += ["--workers", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return [subprocess.Popen([sys.executable, "-m", "wsscl_core", *argv], env=env) for _ in range(args.workers - 1)]
+
+
+def _recipe_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field of the training recipe, read from the dataclass (``--augment/--no-augment`` etc.)."""
+    for f in dataclasses.fields(TrainRecipe):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(RECIPES["memorise"], f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"memorise recipe: {default}")
+        elif f.name == "schedule":
+            parser.add_argument(flag, default=None, choices=list(get_args(Schedule)), help=f"memorise recipe: {default}")
+        else:
+            parser.add_argument(flag, type=type(default), default=None, help=f"memorise recipe: {default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wsscl_core", description="Machine unlearning: train, unlearn, benchmark.")
+    p = argparse.ArgumentParser(prog="python -m wsscl_core",
+                                description="Machine unlearning: train, unlearn, benchmark, tune.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -125,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an original model", description="Train an original model on a whole train split.")
     t.add_argument("--dataset", default=DEFAULT_DATASET, help=f"one of {', '.join(dataset_names())}")
     t.add_argument("--model", default="compact", choices=list(MODELS))
-    t.add_argument("--epochs", type=int, default=None, help=f"default {TrainRecipe.epochs}")
-    t.add_argument("--lr", type=float, default=None, help=f"default {TrainRecipe.lr}")
-    t.add_argument("--batch-size", type=int, default=None, help=f"default {TrainRecipe.batch_size}")
+    t.add_argument("--recipe", default="memorise", choices=list(RECIPES),
+                   help="named recipe; the options below replace single fields of it (default: memorise, the "
+                        "papers' regime: no augmentation, train accuracy ≈ 100 %%)")
+    _recipe_options(t)
     t.add_argument("--out", required=True, help="checkpoint path to write")
     common(t)
     t.set_defaults(fn=cmd_train)
@@ -155,6 +267,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out-dir", default="bench-results", help="where the CSV/JSON files go")
     common(b)
     b.set_defaults(fn=cmd_bench)
+
+    from .tune import DEFAULT_STORAGE, TUNING_SEED
+
+    tu = sub.add_parser("tune", help="tune hyperparameters on Optuna (same budget for every method)",
+                        description="Search each method's hyperparameters with Optuna, on validation images and "
+                                    "split seeds that the reported tables never use. Resumable: finished trials in "
+                                    "the store count towards --trials. Start the same command on several machines "
+                                    "with one --storage URL to share the work.")
+    tu.add_argument("--methods", default="all", help=f"'all' or a comma list of: {method_help}")
+    tu.add_argument("--forget", default="random:0.1", help="class:K or random:FRACTION (tune on a class the "
+                                                            "tables do not report)")
+    tu.add_argument("--trials", type=int, default=20, help="finished trials per method (the same for every method)")
+    tu.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna study store: an SQLite file or any "
+                                                               "SQLAlchemy URL (e.g. postgresql://...)")
+    tu.add_argument("--workers", type=int, default=1, help="processes on this machine sharing the store")
+    tu.add_argument("--datasets", default=f"{DEFAULT_DATASET},digits",
+                    help="tuning settings: the first uses --checkpoint, the others an original trained with the "
+                         "default recipe (cached in --cache-dir)")
+    tu.add_argument("--checkpoint", default=None, help="original model of the first dataset (default: the shipped one)")
+    tu.add_argument("--seeds", type=int, default=2, help="split seeds per trial, from --seed")
+    tu.add_argument("--cache-dir", default="tuning", help="where trained originals of the other datasets are kept")
+    tu.add_argument("--write-defaults", action="store_true", help="store each method's best values for this "
+                                                                   "scenario in the defaults file the configs read")
+    tu.add_argument("--report", default=None, metavar="PATH", help="only write the Markdown report of the store "
+                                                                   "(docs/TUNING.md) and exit")
+    common(tu)
+    tu.set_defaults(fn=cmd_tune, seed=TUNING_SEED)
     return p
 
 

@@ -11,18 +11,21 @@ from typing import Callable
 
 import numpy as np
 
-from .data import ForgetSpec, make_forget_split
-from .engine import ProgressFn
-from .metrics import METRIC_KEYS, Evaluation, avg_gap, evaluate
-from .methods import get_method, make_config, method_names, run_unlearning
+from .data import ForgetSpec, Holdout
+from .engine import CancelFlag, ProgressFn
+from .errors import WssclError
+from .metrics import METRIC_KEYS
+from .methods import get_method, method_names
+from .runs import ORIGINAL, PreparedRun, RunRequest, RunResult, execute, original_result, prepare
 from .workspace import Workspace
 
 REFERENCE = "retrain"
+FAILED_MARK = "✗"
 
 
 @dataclass
 class BenchRow:
-    """One method on one seed."""
+    """One method (or the untouched original) on one seed."""
 
     method: str
     seed: int
@@ -31,6 +34,13 @@ class BenchRow:
     avg_gap: float = 0.0
     per_class_test: list[float] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: RunResult, reference: RunResult | None) -> "BenchRow":
+        gap = result.gap_to(reference)
+        return cls(result.method, result.request.seed, result.scores(), result.rte_s,
+                   float("nan") if gap is None else gap, [float(v) for v in result.evaluation.per_class_test],
+                   result.config)
 
 
 @dataclass
@@ -47,6 +57,17 @@ class BenchResult:
     def of(self, method: str) -> list[BenchRow]:
         return [r for r in self.rows if r.method == method]
 
+    def mean_gap(self, method: str) -> float:
+        return float(np.mean([r.avg_gap for r in self.of(method)]))
+
+    def failed(self, method: str) -> bool:
+        """True when ``method`` did not get closer to Retrain than doing nothing (the Original row)."""
+        return method not in (REFERENCE, ORIGINAL) and not self.mean_gap(method) < self.mean_gap(ORIGINAL)
+
+
+def label_of(method: str) -> str:
+    return "Original (no unlearning)" if method == ORIGINAL else get_method(method).label
+
 
 def resolve_methods(text: str) -> list[str]:
     """``all`` or a comma list; Retrain is always run first, as the reference."""
@@ -56,26 +77,34 @@ def resolve_methods(text: str) -> list[str]:
     return [REFERENCE] + [n for n in names if n != REFERENCE]
 
 
+def prepare_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[int],
+                      overrides: dict[str, dict] | None = None, holdout: Holdout = "test") -> list[list[PreparedRun]]:
+    """Every run of the benchmark, checked before any of them starts (one list per seed, Retrain first)."""
+    if not seeds:
+        raise WssclError("The benchmark needs at least one seed.")
+    unknown = set(overrides or {}) - set(methods)
+    if unknown:
+        raise WssclError(f"--set names methods that are not benchmarked: {', '.join(sorted(unknown))}.")
+    if REFERENCE not in methods:
+        raise WssclError("The benchmark needs Retrain as its reference.")
+    return [[prepare(ws, RunRequest.parse(name, forget, (overrides or {}).get(name), seed, holdout))
+             for name in [REFERENCE] + [m for m in methods if m != REFERENCE]] for seed in seeds]
+
+
 def run_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[int],
                   overrides: dict[str, dict] | None = None,
                   progress_for: Callable[[str, int], ProgressFn | None] = lambda m, s: None,
-                  cancel=None, max_retain_eval: int | None = 10_000) -> BenchResult:
-    """Run each method on each seed's split and score it against that seed's Retrain."""
+                  cancel: CancelFlag | None = None, holdout: Holdout = "test") -> BenchResult:
+    """Each method on each seed's split, scored against that seed's Retrain, with the untouched original as a row."""
     rows: list[BenchRow] = []
-    for seed in seeds:
-        spec = ForgetSpec.parse(forget, seed=seed)
-        split = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes)
-        reference: dict[str, float] | None = None
-        for name in methods:
-            cfg = make_config(name, (overrides or {}).get(name), split.scenario)
-            out = run_unlearning(name, ws.context(split, seed, progress_for(name, seed), cancel), cfg)
-            ev: Evaluation = evaluate(out.model, ws.data, split, seed=seed, max_retain_eval=max_retain_eval)
-            scores = ev.scores()
-            if name == REFERENCE:
-                reference = scores
-            gap = avg_gap(scores, reference) if reference else float("nan")
-            rows.append(BenchRow(name, seed, scores, out.seconds, gap,
-                                 [float(v) for v in ev.per_class_test], dict(cfg.__dict__)))
+    for prepared_runs in prepare_benchmark(ws, methods, forget, seeds, overrides, holdout):
+        reference = execute(ws, prepared_runs[0], progress_for(REFERENCE, prepared_runs[0].request.seed), cancel)
+        rows.append(BenchRow.of(reference, reference))
+        first = prepared_runs[0]
+        rows.append(BenchRow.of(original_result(ws, first.split, first.request), reference))
+        for prepared in prepared_runs[1:]:
+            result = execute(ws, prepared, progress_for(prepared.request.method, prepared.request.seed), cancel)
+            rows.append(BenchRow.of(result, reference))
     return BenchResult(forget, ws.data.name, ws.model_name, rows, list(ws.data.classes))
 
 
@@ -93,30 +122,39 @@ def _cell(values: list[float], reference: float | None = None, digits: int = 2) 
 
 
 def table_markdown(result: BenchResult) -> str:
-    """Table 1 layout: UA, RA, TA, MIA (gap to Retrain in brackets), Avg.Gap, RTE and RTE/Retrain."""
+    """Table 1 layout: UA, RA, TA, MIA (gap to Retrain in brackets), loss-attack AUC, Avg.Gap, RTE, RTE/Retrain.
+
+    The untouched original is a row; a method whose Avg.Gap is not below it is marked as failed.
+    """
     ref_rows = result.of(REFERENCE)
-    ref = {k: _mean_std([r.scores[k] for r in ref_rows])[0] for k in METRIC_KEYS}
+    ref = {k: _mean_std([r.scores[k] for r in ref_rows])[0] for k in (*METRIC_KEYS, "MIA_AUC")}
     ref_time = _mean_std([r.rte_s for r in ref_rows])[0]
     class_forgetting = result.forget.startswith("class")
     extra = ["TA (kept classes)"] if class_forgetting else []
-    head = ["Method", "UA", "RA", "TA", "MIA", *extra, "Avg.Gap", "RTE (s)", "RTE / Retrain"]
+    head = ["Method", "UA", "RA", "TA", "MIA", *extra, "Loss-attack AUC", "Avg.Gap", "RTE (s)", "RTE / Retrain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in result.methods():
         rows = result.of(method)
         is_ref = method == REFERENCE
-        cells = [get_method(method).label]
+        cells = [label_of(method)]
         cells += [_cell([r.scores[k] for r in rows], None if is_ref else ref[k]) for k in METRIC_KEYS]
         if class_forgetting:
             ref_kept = _mean_std([r.scores["TA_remaining"] for r in ref_rows])[0]
             cells.append(_cell([r.scores["TA_remaining"] for r in rows], None if is_ref else ref_kept))
-        cells.append(_cell([r.avg_gap for r in rows]))
+        cells.append(_cell([r.scores["MIA_AUC"] for r in rows], None if is_ref else ref["MIA_AUC"], digits=3))
+        cells.append(_cell([r.avg_gap for r in rows]) + (f" {FAILED_MARK}" if result.failed(method) else ""))
         rte = _mean_std([r.rte_s for r in rows])[0]
-        cells += [_cell([r.rte_s for r in rows], digits=1), f"{rte / ref_time:.3f}" if ref_time else "—"]
+        cells += ["—" if method == ORIGINAL else _cell([r.rte_s for r in rows], digits=1),
+                  "—" if method == ORIGINAL or not ref_time else f"{rte / ref_time:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({r.seed for r in result.rows})
+    failed = [label_of(m) for m in result.methods() if result.failed(m)]
     lines.append("")
     lines.append(f"{result.dataset}, model {result.model}, forget {result.forget}, seeds {seeds}; "
-                 "mean ± std over seeds, (gap to Retrain) in brackets; all values in %.")
+                 "mean ± std over seeds, (gap to Retrain) in brackets; UA, RA, TA, MIA and Avg.Gap in %, "
+                 "loss-attack AUC as a fraction (Retrain's value is the target).")
+    lines.append(f"{FAILED_MARK} = Avg.Gap not below the Original row: the method failed on this setting"
+                 + (f" ({', '.join(failed)})." if failed else " (none did)."))
     return "\n".join(lines)
 
 
@@ -129,7 +167,7 @@ def per_class_markdown(result: BenchResult) -> str:
     for method in result.methods():
         rows = result.of(method)
         per_class = np.nanmean(np.array([r.per_class_test for r in rows], dtype=float), axis=0)
-        lines.append(f"| {get_method(method).label} | " +
+        lines.append(f"| {label_of(method)} | " +
                      " | ".join("—" if math.isnan(v) else f"{v:.1f}" for v in per_class) + " |")
     lines.append("")
     lines.append("Test accuracy per class in % (mean over seeds); * = forgotten class.")

@@ -29,10 +29,9 @@ FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
-CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]
+# Which held-out images a run is scored on: the reported test set, or validation images for tuning.
+Holdout = Literal["test", "val"]
+HOLDOUTS: tuple[str, ...] = ("test", "val")
 # Where Debian's `dataset-fashion-mnist` package puts the IDX files.
 SYSTEM_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -75,10 +74,28 @@ class Dataset:
     source: str = ""
     mean: tuple[float, ...] = field(default=())
     std: tuple[float, ...] = field(default=())
+    # Validation images for tuning, disjoint from ``test`` (the reported one); see :meth:`holdout`.
+    val: ImageSet | None = None
 
     def __post_init__(self) -> None:
         if not self.mean or not self.std:
             self.mean, self.std = channel_stats(self.train.images)
+
+    def holdout(self, kind: Holdout = "test") -> ImageSet:
+        """The held-out images a run is scored on: ``test`` for reported tables, ``val`` for tuning.
+
+        Tuning must never see the reported test images. A dataset without validation images of its
+        own (digits, CIFAR, full Fashion-MNIST) lends a fixed half of its test images as ``val``;
+        tables on such a dataset should then not use defaults tuned on it.
+        """
+        if kind == "test":
+            return self.test
+        if kind != "val":
+            raise WssclError(f"Unknown held-out set {kind!r}; choose one of {', '.join(HOLDOUTS)}.")
+        if self.val is not None:
+            return self.val
+        order = torch.randperm(len(self.test), generator=torch.Generator().manual_seed(0))
+        return self.test.subset(order[: len(self.test) // 2])
 
     @property
     def num_classes(self) -> int:
@@ -97,7 +114,8 @@ class Dataset:
         if self.train.images.device == torch.device(device):
             return self
         return Dataset(self.name, self.train.to(device), self.test.to(device), list(self.classes),
-                       self.crop_padding, self.flip, self.source, self.mean, self.std)
+                       self.crop_padding, self.flip, self.source, self.mean, self.std,
+                       None if self.val is None else self.val.to(device))
 
     def fingerprint(self) -> str:
         """A short hash of the train split, stored in checkpoints.
@@ -209,10 +227,11 @@ def load_default_subset(path: str | Path | None = None) -> Dataset:
         raise WssclError(f"The shipped dataset {path} is missing; re-create it with "
                          "`python scripts/make_default_subset.py`.")
     with np.load(path) as z:
+        val = _from_numpy(z["val_images"], z["val_labels"]) if "val_images" in z else None
         return Dataset(DEFAULT_DATASET, _from_numpy(z["train_images"], z["train_labels"]),
                        _from_numpy(z["test_images"], z["test_labels"]), [str(c) for c in z["classes"]],
                        crop_padding=2, flip=True,
-                       source="Class-balanced subset of Fashion-MNIST (Zalando Research, MIT licence)")
+                       source="Class-balanced subset of Fashion-MNIST (Zalando Research, MIT licence)", val=val)
 
 
 def load_digits() -> Dataset:
@@ -420,7 +439,7 @@ class ForgetSplit:
     @property
     def scenario(self) -> Scenario:
         """'class' when D_f takes every sample of some class, else 'random': the two scenarios of the
-        literature, for which methods may have different defaults (``MethodConfig.CLASS_FORGETTING``)."""
+        literature, for which methods have their own tuned defaults (``methods/defaults.json``)."""
         return "class" if self.removed_classes else "random"
 
     @property

@@ -6,13 +6,13 @@ Evaluation never augments and always runs the model in eval mode.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import Dataset, ForgetSplit, ImageSet
+from .data import Dataset, ForgetSplit, Holdout, ImageSet
 from .engine import to_float
 
 METRIC_KEYS = ("UA", "RA", "TA", "MIA")
@@ -82,6 +82,26 @@ def mia_efficacy(conf_retain: np.ndarray, conf_test: np.ndarray, conf_forget: np
     return 100.0 * float((pred == 0).mean())
 
 
+def per_sample_loss(confidence: np.ndarray) -> np.ndarray:
+    """Cross-entropy of each sample, −log p(y|x), from its true-label confidence."""
+    return -np.log(np.clip(np.asarray(confidence, dtype=np.float64), 1e-12, 1.0))
+
+
+def loss_threshold_auc(loss_forget: np.ndarray, loss_holdout: np.ndarray) -> float:
+    """ROC-AUC of a loss-threshold membership attack telling forget samples from held-out ones.
+
+    Every threshold on the per-sample loss is tried (lower loss = called a member); 0.5 means the
+    forget set looks exactly like unseen data, 1.0 that every forget sample is still recognised.
+    The target is Retrain's value, not 0.5: Retrain's forget samples are not quite unseen data either
+    (same distribution as its train set).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    scores = -np.concatenate([loss_forget, loss_holdout])
+    truth = np.concatenate([np.ones(len(loss_forget)), np.zeros(len(loss_holdout))])
+    return float(roc_auc_score(truth, scores))
+
+
 def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
     """Counts, rows = true class, columns = predicted class."""
     pred = logits.argmax(1).cpu()
@@ -111,9 +131,12 @@ class Evaluation:
     conf_test: np.ndarray = field(repr=False)
     forget_classes: tuple[int, ...] = ()
     TA_remaining: float | None = None  # class forgetting: test accuracy on the classes kept
+    MIA_AUC: float = float("nan")  # loss-threshold attack, ROC-AUC of forget vs held-out samples (0.5 = unseen)
 
     def scores(self) -> dict[str, float]:
+        """The four Avg.Gap metrics, the loss-threshold AUC and, for class forgetting, TA on the kept classes."""
         d = {k: float(getattr(self, k)) for k in METRIC_KEYS}
+        d["MIA_AUC"] = float(self.MIA_AUC)
         if self.TA_remaining is not None:
             d["TA_remaining"] = float(self.TA_remaining)
         return d
@@ -125,13 +148,15 @@ class Evaluation:
 
 
 def evaluate(model: nn.Module, data: Dataset, split: ForgetSplit, *, seed: int = 0,
-             max_retain_eval: int | None = None) -> Evaluation:
-    """UA, RA, TA and MIA-efficacy of ``model`` for ``split`` (no augmentation).
+             max_retain_eval: int | None = None, holdout: Holdout = "test") -> Evaluation:
+    """UA, RA, TA, MIA-efficacy and the loss-threshold AUC of ``model`` for ``split`` (no augmentation).
 
     ``max_retain_eval`` caps the retain samples scored (a fixed random subset, for speed on
-    large datasets); ``None`` scores all of them.
+    large datasets); ``None`` scores all of them. ``holdout`` picks the held-out images behind TA and
+    the attacks' non-members: the reported test set, or validation images when tuning.
     """
     train: ImageSet = data.train
+    held_out = data.holdout(holdout)
     retain_idx = split.retain
     if max_retain_eval is not None and len(retain_idx) > max_retain_eval:
         g = torch.Generator().manual_seed(seed)
@@ -139,8 +164,8 @@ def evaluate(model: nn.Module, data: Dataset, split: ForgetSplit, *, seed: int =
     f_idx, r_idx = split.forget.to(train.images.device), retain_idx.to(train.images.device)
     logits_f = predict_logits(model, train.images[f_idx])
     logits_r = predict_logits(model, train.images[r_idx])
-    logits_t = predict_logits(model, data.test.images)
-    y_f, y_r, y_t = train.labels[f_idx].cpu(), train.labels[r_idx].cpu(), data.test.labels.cpu()
+    logits_t = predict_logits(model, held_out.images)
+    y_f, y_r, y_t = train.labels[f_idx].cpu(), train.labels[r_idx].cpu(), held_out.labels.cpu()
     conf_f, conf_r, conf_t = (true_label_confidence(lg, y) for lg, y in
                               ((logits_f, y_f), (logits_r, y_r), (logits_t, y_t)))
     cm = confusion_matrix(logits_t, y_t, data.num_classes)
@@ -153,23 +178,10 @@ def evaluate(model: nn.Module, data: Dataset, split: ForgetSplit, *, seed: int =
         UA=100.0 - accuracy(logits_f, y_f), RA=accuracy(logits_r, y_r), TA=accuracy(logits_t, y_t),
         MIA=mia_efficacy(conf_r, conf_t, conf_f, seed=seed), confusion_test=cm, per_class_test=per_class_accuracy(cm),
         conf_forget=conf_f, conf_retain=conf_r, conf_test=conf_t, forget_classes=tuple(forget_classes),
-        TA_remaining=ta_remaining,
+        TA_remaining=ta_remaining, MIA_AUC=loss_threshold_auc(per_sample_loss(conf_f), per_sample_loss(conf_t)),
     )
 
 
 def avg_gap(scores: dict[str, float], retrain_scores: dict[str, float]) -> float:
     """Mean absolute gap to Retrain over UA, RA, TA and MIA (lower is better)."""
     return float(np.mean([abs(scores[k] - retrain_scores[k]) for k in METRIC_KEYS]))
-
-
-@dataclass
-class RunResult:
-    """A method's outcome: scores, its unlearning time (RTE) and, once Retrain is known, its gap."""
-
-    method: str
-    scores: dict[str, float]
-    rte_s: float
-    avg_gap: float | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)

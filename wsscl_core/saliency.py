@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -21,16 +22,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, ForgetSplit
-from .engine import CancelFlag, ProgressEvent, ProgressFn, check_cancel, to_float
+from .engine import CancelFlag, ProgressFn, check_cancel, progress_event, to_float
 from .errors import WssclError
 
-SOFT_NORMALISATIONS = {
+SoftNormalisation = Literal["literal", "global", "per-tensor", "density"]
+SOFT_NORMALISATIONS: dict[str, str] = {
     "literal": "Eq. 4 as written: |2σ(g) − 1|",
     "global": "g divided by the mean |g| over all parameters, then Eq. 4 (a typical weight gets ≈ 0.46)",
     "per-tensor": "g divided by the mean |g| of its own tensor, then Eq. 4 (every layer gets the same typical value)",
     "density": "Eq. 4, then scaled (and clipped at 1) so its mean is 0.5, the default hard mask's density",
 }
-DEFAULT_SOFT_NORMALISATION = "global"  # lowest Avg.Gap for WSS-CL on the default benchmark (docs/TUNING.md)
+assert tuple(SOFT_NORMALISATIONS) == get_args(SoftNormalisation)
+DEFAULT_SOFT_NORMALISATION: SoftNormalisation = "global"  # lowest Avg.Gap for WSS-CL on the default benchmark (docs/TUNING.md)
 # Samples per backward pass. A batch's gradient is accumulated from chunks (the same sum), so progress
 # comes after a chunk: the studio's first live point no longer waits for a 256-image batch on a busy CPU.
 GRADIENT_CHUNK = 64
@@ -83,10 +86,9 @@ def loss_gradients(model: nn.Module, data: Dataset, indices: torch.Tensor, batch
             for (name, _), g in zip(named, torch.autograd.grad(loss, [p for _, p in named])):
                 sums[name] += g
             if on_progress is not None:
-                elapsed = time.perf_counter() - began
-                on_progress(ProgressEvent("step", "saliency", "Saliency: forget-set gradients", 0, 1, 0, 1, step,
-                                          len(spans), {"ce": float(ce_sum.detach()) / len(idx)}, {},
-                                          elapsed, elapsed * (len(spans) - step) / step, step / len(spans)))
+                on_progress(progress_event("step", "saliency", "Saliency: forget-set gradients", step, len(spans),
+                                           time.perf_counter() - began,
+                                           losses={"ce": float(ce_sum.detach()) / len(idx)}))
     finally:
         model.train(was_training)
     return sums

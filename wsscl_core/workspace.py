@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 import torch
 
 from .checkpoints import DEFAULT_MODEL_FILE, model_from_state, model_metadata, read_checkpoint
-from .data import DEFAULT_DATASET, Dataset, ForgetSplit, load_dataset
-from .engine import CancelFlag, EngineOptions, ProgressFn, TrainRecipe, run_phases
+from .data import DEFAULT_DATASET, Dataset, ForgetSpec, ForgetSplit, Holdout, load_dataset
+from .engine import CancelFlag, ProgressFn, TrainRecipe, run_phases
 from .errors import WssclError
 from .methods import UnlearnContext
 from .metrics import accuracy, predict_logits
@@ -30,9 +30,8 @@ class Workspace:
     device: torch.device
 
     def context(self, split: ForgetSplit, seed: int = 0, on_progress: ProgressFn | None = None,
-                cancel: CancelFlag | None = None, options: EngineOptions | None = None) -> UnlearnContext:
-        return UnlearnContext(self.original, self.data, split, self.model_name, self.recipe, seed,
-                              on_progress, cancel, options)
+                cancel: CancelFlag | None = None) -> UnlearnContext:
+        return UnlearnContext(self.original, self.data, split, self.model_name, self.recipe, seed, on_progress, cancel)
 
 
 def check_same_data(metadata: dict, data: Dataset) -> None:
@@ -65,21 +64,44 @@ def open_workspace(checkpoint: str | Path | bytes | BinaryIO | None = None, data
     return Workspace(data.to(device), model.eval(), meta, meta["model"], recipe, device)
 
 
+# Version of the run keys in checkpoint metadata (method, seed, forget, config, metrics, seconds, holdout).
+RUN_SCHEMA = 2
+
+
+def checkpoint_metadata(model_name: str, data: Dataset, recipe: TrainRecipe, *, method: str, seed: int,
+                        metrics: Mapping[str, float], seconds: float, forget: ForgetSpec | None = None,
+                        config: Mapping[str, Any] | None = None, holdout: Holdout = "test",
+                        original: Mapping[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
+    """The one metadata writer: the model's identity (architecture, dataset, recipe) and the run that made it.
+
+    ``method`` is "original" for a trained original model (``seconds`` its training time), or the
+    unlearning method (``seconds`` its RTE, ``original`` the original's metadata it started from).
+    """
+    return model_metadata(model_name, data, recipe=recipe.to_dict(), run_schema=RUN_SCHEMA, method=method,
+                          seed=seed, forget=None if forget is None else forget.describe(),
+                          config=dict(config or {}), metrics=dict(metrics), seconds=round(seconds, 3),
+                          holdout=holdout, device=device,
+                          original=None if original is None else {k: original.get(k) for k in
+                                                                  ("method", "seed", "metrics", "saved_at")})
+
+
 def train_original(data: Dataset, model_name: str = "compact", recipe: TrainRecipe | None = None, seed: int = 0,
                    device: str | torch.device = "auto", on_progress: ProgressFn | None = None,
-                   cancel: CancelFlag | None = None, options: EngineOptions | None = None) -> tuple[Classifier, dict]:
-    """Train θo on the whole train split; returns the model and checkpoint metadata (recipe, test accuracy)."""
+                   cancel: CancelFlag | None = None) -> tuple[Classifier, dict]:
+    """Train θo on the whole train split; returns the model and checkpoint metadata (recipe, RA and TA)."""
     device = pick_device(device) if isinstance(device, str) else device
-    recipe = recipe or TrainRecipe()
+    recipe = (recipe or TrainRecipe()).validate()
+    if seed < 0:
+        raise WssclError(f"The seed must be 0 or more, got {seed}.")
     torch.manual_seed(seed)
     model = build_model(model_name, data.channels, data.num_classes, data.mean, data.std).to(device)
     on_device = data.to(device)
     start = time.perf_counter()
     run_phases(model, on_device, [recipe.phase(torch.arange(len(data.train)), label="Training the original model")],
-               seed=seed, on_progress=on_progress, cancel=cancel, options=options)
+               seed=seed, on_progress=on_progress, cancel=cancel)
     seconds = time.perf_counter() - start
-    test_acc = accuracy(predict_logits(model, on_device.test.images), on_device.test.labels)
-    meta = model_metadata(model_name, data, recipe=recipe.to_dict(), seed=seed, method="original",
-                          metrics={"TA": test_acc}, train_seconds=round(seconds, 2), device=str(device))
+    metrics = {"RA": accuracy(predict_logits(model, on_device.train.images), on_device.train.labels),
+               "TA": accuracy(predict_logits(model, on_device.test.images), on_device.test.labels)}
+    meta = checkpoint_metadata(model_name, data, recipe, method="original", seed=seed, metrics=metrics,
+                               seconds=seconds, device=str(device))
     return model.eval(), meta
-

@@ -10,34 +10,71 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 
 from ..data import Dataset, ForgetSplit, Scenario
-from ..engine import CancelFlag, EngineOptions, Phase, ProgressFn, RunStats, TrainRecipe, run_phases
+from ..engine import WEIGHT_DECAY, CancelFlag, Phase, ProgressFn, Round, TrainRecipe, run_phases
 from ..errors import WssclError
 from ..models import Classifier
 
 MAX_LR = 10.0
+SCENARIOS: tuple[str, ...] = get_args(Scenario)
 # Output classes a forgetting loss works over: those the retain set still contains, or all K.
-TARGET_CLASSES = ("retain", "all")
+TargetClasses = Literal["retain", "all"]
+# The tuned defaults per method and scenario (written by ``tune --write-defaults``, read by make_config).
+DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.json"
+
+
+# --------------------------------------------------------------------------- search spaces
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float hyperparameter's search range for tuning (log-uniform by default, as for learning rates)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+
+SearchRange = Union[FloatRange, IntRange, Choice]
+
+
+# --------------------------------------------------------------------------- configs
+
+def literal_choices(cls: type) -> dict[str, tuple]:
+    """The dataclass fields of ``cls`` annotated ``Literal[...]``, with their allowed values."""
+    hints = get_type_hints(cls)
+    return {f.name: get_args(hints[f.name]) for f in fields(cls) if get_origin(hints[f.name]) is Literal}
 
 
 @dataclass
 class MethodConfig:
-    """Base for method configs; fields named ``*lr`` / ``*epochs`` / ``*batch_size`` get checked.
+    """Base for method configs; fields named ``*lr`` / ``*epochs`` / ``*batch_size`` get checked,
+    and ``Literal`` fields must hold one of their values.
 
     ``epochs`` must be at least 1; other ``*_epochs`` fields (optional stages) may be 0.
-    ``CLASS_FORGETTING`` replaces some defaults when the forget set takes a whole class
-    (``ForgetSplit.scenario == "class"``): there Retrain forgets everything (UA 100 %), so the
-    best schedule differs from random forgetting's, as in SalUn's reference settings.
+    ``SEARCH_SPACE`` states the ranges tuning explores; every method gets the same trial budget over it.
     """
 
-    CLASS_FORGETTING: ClassVar[dict[str, Any]] = {}
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {}
 
     def validate(self) -> None:
         for f in fields(self):
@@ -53,9 +90,29 @@ class MethodConfig:
                 raise WssclError(f"{f.name} must be at least {min_epochs}, got {value}.")
             if f.name.endswith("batch_size") and value < 1:
                 raise WssclError(f"{f.name} must be at least 1, got {value}.")
-        target = getattr(self, "target_classes", "all")
-        if target not in TARGET_CLASSES:
-            raise WssclError(f"target_classes must be one of {', '.join(TARGET_CLASSES)}, got {target!r}.")
+            if f.name == "weight_decay" and value < 0:
+                raise WssclError(f"weight_decay must be 0 or more, got {value}.")
+        for name, allowed in literal_choices(type(self)).items():
+            if getattr(self, name) not in allowed:
+                raise WssclError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
+
+
+@dataclass
+class EpochConfig(MethodConfig):
+    """A method that trains in one SGD phase: ``epochs`` passes over its rounds at one learning rate."""
+
+    epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 256
+    weight_decay: float = WEIGHT_DECAY
+
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {"epochs": IntRange(1, 10), "lr": FloatRange(1e-3, 5e-2)}
+
+    def phase(self, name: str, label: str, rounds: list[Round],
+              mask: dict[str, torch.Tensor] | None = None) -> Phase:
+        """The one place a config becomes an engine phase."""
+        return Phase(name, label, rounds, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                     weight_decay=self.weight_decay, mask=mask)
 
 
 @dataclass
@@ -70,7 +127,6 @@ class UnlearnContext:
     seed: int = 0
     on_progress: ProgressFn | None = None
     cancel: CancelFlag | None = None
-    options: EngineOptions | None = None
 
     @property
     def device(self) -> torch.device:
@@ -90,19 +146,23 @@ class UnlearnContext:
     def copy_original(self) -> Classifier:
         return copy.deepcopy(self.original)
 
-    def train(self, model: Classifier, phases: list[Phase]) -> RunStats:
+    def train(self, model: Classifier, phases: list[Phase]) -> None:
         """Run phases through the one engine with this context's seed, progress and cancel."""
-        return run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress,
-                          cancel=self.cancel, options=self.options)
+        run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel)
 
 
 @dataclass
 class MethodSpec:
+    """A registered method. A *preset* (``preset_of``) runs another method's code with its tuned defaults
+    and the fixed changes in ``preset``, e.g. the paper-literal WSS-CL next to the default one."""
+
     name: str
     label: str
     summary: str
     config_cls: type[MethodConfig]
     run: Callable[[UnlearnContext, Any], Classifier]
+    preset_of: str | None = None
+    preset: dict[str, Any] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -118,6 +178,12 @@ def register(name: str, label: str, summary: str, config_cls: type[MethodConfig]
     return wrap
 
 
+def register_preset(name: str, label: str, summary: str, of: str, values: dict[str, Any]) -> None:
+    """Register ``name`` as method ``of`` with ``values`` fixed on top of its defaults."""
+    base = METHODS[of]
+    METHODS[name] = MethodSpec(name, label, summary, base.config_cls, base.run, of, dict(values))
+
+
 def method_names() -> list[str]:
     return list(METHODS)
 
@@ -128,26 +194,77 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def make_config(name: str, overrides: dict[str, Any] | None = None, scenario: Scenario = "random") -> MethodConfig:
-    """The method's defaults for ``scenario`` with ``overrides`` applied (strings are converted to the field's type)."""
-    spec = get_method(name)
-    cfg = spec.config_cls()
+def _with_values(cfg: MethodConfig, values: dict[str, Any], label: str) -> MethodConfig:
+    """``cfg`` with ``values`` applied; strings are converted to the field's type (CLI and text inputs)."""
     types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
-    defaults = spec.config_cls.CLASS_FORGETTING if scenario == "class" else {}
-    for key, value in {**defaults, **(overrides or {})}.items():
+    for key, value in values.items():
         if key not in types:
-            raise WssclError(f"{spec.label} has no hyperparameter {key!r}; it has {', '.join(types)}.")
+            raise WssclError(f"{label} has no hyperparameter {key!r}; it has {', '.join(types)}.")
         kind = types[key]
         try:
             if kind is bool and isinstance(value, str):
+                if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError(value)
                 value = value.lower() in ("1", "true", "yes", "on")
+            elif kind is int and isinstance(value, str):
+                value = int(value)
+            elif kind is int and isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(value)
+                value = int(value)
             elif kind is not type(None):
                 value = kind(value)
         except (TypeError, ValueError):
             raise WssclError(f"{key} must be a {kind.__name__}, got {value!r}.") from None
         cfg = dataclasses.replace(cfg, **{key: value})
+    return cfg
+
+
+def tuned_defaults(name: str, scenario: Scenario) -> dict[str, Any]:
+    """The values the defaults file holds for ``name`` in ``scenario`` (empty when none were tuned)."""
+    return dict(TUNED_DEFAULTS.get(name, {}).get(scenario, {}))
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None, scenario: Scenario = "random") -> MethodConfig:
+    """The method's config for ``scenario``: dataclass defaults, then the tuned defaults file, then a preset's
+    fixed values, then ``overrides`` (strings are converted to the field's type)."""
+    spec = get_method(name)
+    if scenario not in SCENARIOS:
+        raise WssclError(f"Unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}.")
+    if spec.preset_of is not None:
+        cfg = _with_values(make_config(spec.preset_of, None, scenario), spec.preset, spec.label)
+    else:
+        cfg = _with_values(spec.config_cls(), tuned_defaults(name, scenario), spec.label)
+    cfg = _with_values(cfg, dict(overrides or {}), spec.label)
     cfg.validate()
     return cfg
+
+
+def config_dict(cfg: MethodConfig) -> dict[str, Any]:
+    """A config's fields as plain data (for JSON, tables and checkpoint metadata)."""
+    return dataclasses.asdict(cfg)
+
+
+def read_defaults_file(path: Path = DEFAULTS_FILE) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{method: {scenario: {field: value}}}`` from the defaults file; its format is checked once the
+    methods are registered (:func:`check_defaults`)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WssclError(f"The defaults file {path} cannot be read: {exc}") from None
+    return document.get("methods", {})
+
+
+def check_defaults(table: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Every method, scenario, field and value in the defaults table must make a valid config."""
+    for name, by_scenario in table.items():
+        spec = get_method(name)
+        if spec.preset_of is not None:
+            raise WssclError(f"{name} is a preset of {spec.preset_of}; tune and store {spec.preset_of} instead.")
+        for scenario, values in by_scenario.items():
+            if scenario not in SCENARIOS:
+                raise WssclError(f"Defaults for {name}: unknown scenario {scenario!r}.")
+            _with_values(spec.config_cls(), values, spec.label).validate()
 
 
 @dataclass
@@ -173,3 +290,6 @@ def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict
 
 # Importing the modules registers them; the order is the order users see.
 from . import retrain, ft, rl, ga, l1_sparse, iu, bs, be, salun, contrastive  # noqa: E402,F401
+
+TUNED_DEFAULTS = read_defaults_file()
+check_defaults(TUNED_DEFAULTS)

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import Batch, Phase, Round, StepOutput
+from ..engine import Batch, Round, StepOutput
 from ..models import Classifier
-from . import MethodConfig, UnlearnContext, register
+from . import EpochConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
 
 
 @dataclass
-class BEConfig(MethodConfig):
+class BEConfig(EpochConfig):
     epochs: int = 3
     lr: float = 1e-5
     batch_size: int = 128
-    weight_decay: float = 5e-4
+
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {"epochs": IntRange(1, 10), "lr": FloatRange(1e-6, 1e-2)}
 
 
 def shadow_class_loss(model: nn.Module, batch: Batch) -> StepOutput:
@@ -45,8 +47,7 @@ def boundary_expanding(ctx: UnlearnContext, cfg: BEConfig) -> Classifier:
     model = ctx.copy_original()
     num_classes = model.output_layer().out_features
     model.replace_head(_resized_head(model.output_layer(), num_classes + 1))
-    ctx.train(model, [Phase("be", "Boundary expanding on D_f (extra class)",
-                            [Round("forget", ctx.split.forget, shadow_class_loss, "forget")],
-                            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)])
+    ctx.train(model, [cfg.phase("be", "Boundary expanding on D_f (extra class)",
+                            [Round("forget", ctx.split.forget, shadow_class_loss, "forget")])])
     model.replace_head(_resized_head(model.output_layer(), num_classes))
     return model

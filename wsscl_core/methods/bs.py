@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import Batch, LossFn, Phase, Round, StepOutput
+from ..engine import Batch, LossFn, Round, StepOutput
 from ..models import Classifier
-from . import MethodConfig, UnlearnContext, register
+from . import EpochConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
 
 
 @dataclass
-class BSConfig(MethodConfig):
+class BSConfig(EpochConfig):
     epochs: int = 3
     lr: float = 1e-5
     fgsm_step: float = 0.1  # in [0, 1] pixel space
     batch_size: int = 128
-    weight_decay: float = 5e-4
+
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {"epochs": IntRange(1, 10), "lr": FloatRange(1e-6, 1e-2)}
 
 
 def nearest_wrong_class(frozen: nn.Module, x: torch.Tensor, y: torch.Tensor, step: float) -> torch.Tensor:
@@ -48,7 +50,6 @@ def boundary_shrink_loss(frozen: nn.Module, step: float) -> LossFn:
 def boundary_shrink(ctx: UnlearnContext, cfg: BSConfig) -> Classifier:
     frozen = ctx.copy_original().eval().requires_grad_(False)
     model = ctx.copy_original()
-    ctx.train(model, [Phase("bs", "Boundary shrink on D_f",
-                            [Round("forget", ctx.split.forget, boundary_shrink_loss(frozen, cfg.fgsm_step), "forget")],
-                            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)])
+    ctx.train(model, [cfg.phase("bs", "Boundary shrink on D_f",
+                            [Round("forget", ctx.split.forget, boundary_shrink_loss(frozen, cfg.fgsm_step), "forget")])])
     return model

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from ..engine import Phase, Round
+from ..engine import Round
 from ..models import Classifier
-from . import MethodConfig, UnlearnContext, register
+from . import EpochConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
 from .losses import negated_cross_entropy
 
 
 @dataclass
-class GAConfig(MethodConfig):
+class GAConfig(EpochConfig):
     epochs: int = 5
     lr: float = 1e-4
-    batch_size: int = 256
-    weight_decay: float = 5e-4
+
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {"epochs": IntRange(1, 10), "lr": FloatRange(1e-5, 1e-2)}
 
 
 @register("ga", "GA", "gradient ascent on the forget set", GAConfig)
 def gradient_ascent(ctx: UnlearnContext, cfg: GAConfig) -> Classifier:
     model = ctx.copy_original()
-    ctx.train(model, [Phase("ga", "Gradient ascent on D_f",
-                            [Round("forget", ctx.split.forget, negated_cross_entropy, "forget")],
-                            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)])
+    ctx.train(model, [cfg.phase("ga", "Gradient ascent on D_f",
+                                [Round("forget", ctx.split.forget, negated_cross_entropy, "forget")])])
     return model

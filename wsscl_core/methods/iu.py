@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +17,11 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..data import Dataset
-from ..engine import ProgressEvent, check_cancel, to_float
+from ..engine import check_cancel, progress_event, to_float
 from ..errors import WssclError
 from ..models import Classifier
 from ..saliency import loss_gradients
-from . import MethodConfig, UnlearnContext, register
+from . import FloatRange, IntRange, MethodConfig, SearchRange, UnlearnContext, register
 
 PHASE, LABEL = "iu", "Influence (WoodFisher) step"
 
@@ -30,6 +31,9 @@ class IUConfig(MethodConfig):
     alpha: float = 10.0
     fisher_samples: int = 1000  # per-sample retain gradients in the WoodFisher recursion
     batch_size: int = 256
+
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {"alpha": FloatRange(0.1, 100.0),
+                                                      "fisher_samples": IntRange(100, 2000)}
 
     def validate(self) -> None:
         super().validate()
@@ -101,9 +105,7 @@ def _reporter(ctx: UnlearnContext, total_steps: int):
 
     def report(kind: str, step: int) -> None:
         if ctx.on_progress is not None:
-            elapsed = time.perf_counter() - start
-            ctx.on_progress(ProgressEvent(kind, PHASE, LABEL, 0, 1, 0, 1, step, total_steps,
-                                          elapsed_s=elapsed, fraction_done=step / total_steps))
+            ctx.on_progress(progress_event(kind, PHASE, LABEL, step, total_steps, time.perf_counter() - start))
 
     report("start", 0)
     return report

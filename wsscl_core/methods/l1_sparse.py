@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
-from ..engine import Batch, LossFn, Phase, Round, StepOutput, cross_entropy_loss
+from ..engine import Batch, LossFn, Round, StepOutput, cross_entropy_loss
 from ..errors import WssclError
 from ..models import Classifier
-from . import MethodConfig, UnlearnContext, register
+from . import EpochConfig, FloatRange, SearchRange, UnlearnContext, register
 
 
 @dataclass
-class L1SparseConfig(MethodConfig):
+class L1SparseConfig(EpochConfig):
     epochs: int = 3
     lr: float = 0.01
     alpha: float = 5e-4
-    batch_size: int = 256
-    weight_decay: float = 5e-4
+
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {**EpochConfig.SEARCH_SPACE, "alpha": FloatRange(1e-5, 1e-2)}
 
     def validate(self) -> None:
         super().validate()
@@ -42,7 +43,6 @@ def l1_penalised_cross_entropy(alpha: float) -> LossFn:
           L1SparseConfig)
 def l1_sparse(ctx: UnlearnContext, cfg: L1SparseConfig) -> Classifier:
     model = ctx.copy_original()
-    ctx.train(model, [Phase("l1_sparse", "ℓ1-sparse fine-tuning on D_r",
-                            [Round("retain", ctx.split.retain, l1_penalised_cross_entropy(cfg.alpha), "retain")],
-                            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)])
+    ctx.train(model, [cfg.phase("l1_sparse", "ℓ1-sparse fine-tuning on D_r",
+                            [Round("retain", ctx.split.retain, l1_penalised_cross_entropy(cfg.alpha), "retain")])])
     return model

@@ -6,31 +6,29 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import Phase, Round, cross_entropy_loss
+from ..engine import Round, cross_entropy_loss
 from ..models import Classifier
-from . import MethodConfig, UnlearnContext, register
+from . import EpochConfig, TargetClasses, UnlearnContext, register
 from .losses import random_label_cross_entropy
 
 
 @dataclass
-class RLConfig(MethodConfig):
+class RLConfig(EpochConfig):
     epochs: int = 3
     lr: float = 0.01
-    batch_size: int = 256
-    weight_decay: float = 5e-4
     # Random labels come from the classes D_r still contains ("retain") or from all K ("all", the
     # reference code's draw); they differ only when D_f takes a whole class (docs/TUNING.md).
-    target_classes: str = "retain"
+    target_classes: TargetClasses = "retain"
 
 
 def random_label_training(ctx: UnlearnContext, cfg: RLConfig, mask: dict[str, torch.Tensor] | None,
                           label: str) -> Classifier:
     """Each epoch: one pass over D_f with random labels, then one pass over D_r (shared by RL and SalUn)."""
     model = ctx.copy_original()
-    ctx.train(model, [Phase("random_labels", label, [
+    ctx.train(model, [cfg.phase("random_labels", label, [
         Round("forget", ctx.split.forget, random_label_cross_entropy(ctx.target_classes(cfg.target_classes)), "forget"),
         Round("retain", ctx.split.retain, cross_entropy_loss, "retain"),
-    ], epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, mask=mask)])
+    ], mask)])
     return model
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..models import Classifier
 from ..saliency import check_mask_ratio, forget_gradients, hard_mask
-from . import UnlearnContext, register
+from . import FloatRange, SearchRange, UnlearnContext, register
 from .rl import RLConfig, random_label_training
 
 
@@ -16,9 +16,8 @@ class SalUnConfig(RLConfig):
     lr: float = 0.013
     mask_ratio: float = 0.5
 
-    # Forgetting a whole class: 5 epochs at lr 0.01, with random labels from the kept classes (lowest mean
-    # Avg.Gap on classes 3 and 7 over three seeds; docs/TUNING.md).
-    CLASS_FORGETTING: ClassVar[dict[str, Any]] = {"epochs": 5, "lr": 0.01}
+    SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {**RLConfig.SEARCH_SPACE,
+                                                      "mask_ratio": FloatRange(0.1, 0.9, log=False)}
 
     def validate(self) -> None:
         super().validate()

@@ -9,17 +9,14 @@ from typing import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from .checkpoints import model_metadata
+from ..runs import result_metadata
+from ..workspace import Workspace
 from .jobs import RunRecord
-from .workspace import Workspace
 
 
 def checkpoint_metadata(ws: Workspace, record: RunRecord) -> dict:
-    """Metadata for the unlearned checkpoint: what was forgotten, how, and the scores it got."""
-    return model_metadata(ws.model_name, ws.data, method=record.unlearned.method, config=record.unlearned.config,
-                          forget=record.split.spec.describe(), metrics=record.unlearned.evaluation.scores(),
-                          rte_s=round(record.unlearned.rte_s, 3), recipe=ws.recipe.to_dict(),
-                          original=ws.metadata.get("metrics", {}))
+    """Metadata for the unlearned checkpoint, from the run pipeline's one writer."""
+    return result_metadata(ws, record.unlearned)
 
 
 def html_report(ws: Workspace, record: RunRecord, table: pd.DataFrame, figures: Sequence[go.Figure]) -> str:

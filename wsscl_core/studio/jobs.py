@@ -18,13 +18,11 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from .data import Dataset, ForgetSpec, ForgetSplit, make_forget_split
-from .engine import ProgressEvent, ProgressFn, TrainRecipe, check_cancel
-from .errors import RunCancelled, WssclError
-from .methods import MethodConfig, get_method, make_config, run_unlearning
-from .metrics import Evaluation, avg_gap, evaluate
-from .models import Classifier
-from .workspace import Workspace, train_original
+from ..data import Dataset, ForgetSpec, ForgetSplit
+from ..engine import ProgressEvent, ProgressFn, TrainRecipe, check_cancel
+from ..errors import RunCancelled, WssclError
+from ..runs import PreparedRun, RunRequest, RunResult, execute, prepare
+from ..workspace import Workspace, train_original
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +31,6 @@ JobStatus = Literal["running", "done", "failed", "cancelled"]
 # orphaned (tab closed) after two minutes without a poll.
 HEARTBEAT_TIMEOUT_S = 120.0
 HISTORY_SIZE = 5
-# Retain samples scored per model (a fixed random subset): keeps a default run's metrics to a few
-# seconds on a CPU; the MIA's shadow set is capped by the test-set size anyway.
-RETAIN_EVAL = 3000
 _job_numbers = itertools.count(1)
 
 
@@ -214,82 +209,68 @@ class UnlearnRequest:
     seed: int = 0
     workspace_key: str = "default"  # which original model the run started from
 
-
-@dataclass
-class ModelResult:
-    """One model produced by a run, with its scores; the model lives on the CPU."""
-
-    label: str
-    method: str
-    model: Classifier
-    evaluation: Evaluation
-    rte_s: float
-    config: dict
+    def run_request(self, method: str | None = None) -> RunRequest:
+        """The run pipeline's request for this method (or for ``method``, e.g. Retrain on the same split)."""
+        if method is None:
+            return RunRequest(self.method, self.spec, dict(self.overrides), self.seed)
+        return RunRequest(method, self.spec, {}, self.seed)
 
 
 @dataclass
 class RunRecord:
-    """A finished unlearning run: the unlearned model, and Retrain when it was asked for."""
+    """A finished unlearning run: the unlearned model, and Retrain when it was asked for (models on the CPU)."""
 
     number: int
     request: UnlearnRequest
     split: ForgetSplit
-    unlearned: ModelResult
-    retrain: ModelResult | None
+    unlearned: RunResult
+    retrain: RunResult | None
     total_s: float
 
     @property
     def title(self) -> str:
         return f"#{self.number} {self.unlearned.label} · {self.request.spec}"
 
-    def gap(self, reference: ModelResult | None = None) -> float | None:
-        reference = reference or self.retrain
-        if reference is None:
-            return None
-        return avg_gap(self.unlearned.evaluation.scores(), reference.evaluation.scores())
+    def gap(self, reference: RunResult | None = None) -> float | None:
+        return self.unlearned.gap_to(reference or self.retrain)
 
 
 @dataclass
-class PreparedRun:
-    """A validated request: the split, the method's config and notes on values that were adjusted."""
+class PreparedUnlearn:
+    """A studio request checked by the run pipeline before any work starts."""
 
     request: UnlearnRequest
-    split: ForgetSplit
-    config: MethodConfig
-    notes: list[str]
+    run: PreparedRun
+
+    @property
+    def notes(self) -> list[str]:
+        return self.run.notes
+
+    @property
+    def split(self) -> ForgetSplit:
+        return self.run.split
 
 
-def prepare_run(ws: Workspace, request: UnlearnRequest) -> PreparedRun:
+def prepare_run(ws: Workspace, request: UnlearnRequest) -> PreparedUnlearn:
     """Check a request before any work starts; raises :class:`WssclError` with a message for the user."""
-    split = make_forget_split(ws.data.train.labels, request.spec, ws.data.num_classes)
-    config = make_config(request.method, request.overrides, split.scenario)
-    notes = []
-    smallest = min(split.num_forget, split.num_retain)
-    for name, value in vars(config).items():
-        if name.endswith("batch_size") and not isinstance(value, bool) and value > smallest:
-            notes.append(f"{name} = {value} is larger than the smaller of the forget ({split.num_forget}) and "
-                         f"retain ({split.num_retain}) sets; such a set is used as one batch of all its samples.")
-    return PreparedRun(request, split, config, notes)
+    return PreparedUnlearn(request, prepare(ws, request.run_request()))
 
 
-def _score(job: Job, ws: Workspace, label: str, method: str, prepared: PreparedRun,
-           config: MethodConfig | None = None) -> ModelResult:
-    request = prepared.request
-    context = ws.context(prepared.split, request.seed, job.progress(label), job.cancel)
-    outcome = run_unlearning(method, context, config)
-    check_cancel(job.cancel)
-    job.set_stage(f"{label}: measuring UA, RA, TA and MIA")
-    evaluation = evaluate(outcome.model, ws.data, prepared.split, seed=request.seed, max_retain_eval=RETAIN_EVAL)
-    return ModelResult(label, method, outcome.model.cpu().eval(), evaluation, outcome.seconds, dict(vars(outcome.config)))
+def _on_cpu(result: RunResult) -> RunResult:
+    result.model = result.model.cpu().eval()
+    return result
 
 
-def unlearn_work(ws: Workspace, prepared: PreparedRun) -> Callable[[Job], RunRecord]:
+def unlearn_work(ws: Workspace, prepared: PreparedUnlearn) -> Callable[[Job], RunRecord]:
     """The background work of one unlearning run (plus Retrain when asked), for :meth:`SessionJobs.start`."""
 
     def work(job: Job) -> RunRecord:
         request = prepared.request
-        unlearned = _score(job, ws, get_method(request.method).label, request.method, prepared, prepared.config)
-        retrain = _score(job, ws, "Retrain", "retrain", prepared) if request.with_retrain else None
+        unlearned = _on_cpu(execute(ws, prepared.run, job.progress(prepared.run.label), job.cancel))
+        retrain = None
+        if request.with_retrain:
+            reference = prepare(ws, request.run_request("retrain"))
+            retrain = _on_cpu(execute(ws, reference, job.progress(reference.label), job.cancel))
         return RunRecord(job.number, request, prepared.split, unlearned, retrain, job.elapsed_s)
 
     return work
@@ -297,7 +278,10 @@ def unlearn_work(ws: Workspace, prepared: PreparedRun) -> Callable[[Job], RunRec
 
 def train_work(data: Dataset, model_name: str, recipe: TrainRecipe, seed: int = 0,
                device: str | torch.device = "auto") -> Callable[[Job], Workspace]:
-    """Background work that trains a new original model on ``data`` and returns its workspace."""
+    """Background work that trains a new original model on ``data`` and returns its workspace.
+
+    The recipe is checked here, before the job starts, so a bad one is refused with a message at once."""
+    recipe.validate()
 
     def work(job: Job) -> Workspace:
         model, meta = train_original(data, model_name, recipe, seed, device,

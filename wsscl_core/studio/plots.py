@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from .embed import Embedding
 from .jobs import JobEvent
-from .metrics import METRIC_KEYS, Evaluation, avg_gap
+from ..metrics import METRIC_KEYS, Evaluation, avg_gap
 
 FORGET = "#F76707"   # orange: forget set
 RETAIN = "#4C8DF6"   # blue: retain set (members)
@@ -66,11 +66,13 @@ def accuracy_figure(events: Sequence[JobEvent]) -> go.Figure:
 
 def metrics_table(rows: dict[str, tuple[Evaluation, float | None]], reference: Evaluation | None,
                   reference_rte_s: float | None = None) -> pd.DataFrame:
-    """UA, RA, TA, MIA, Avg.Gap vs Retrain, RTE and RTE / Retrain per model (RTE None for the original)."""
+    """UA, RA, TA, MIA, loss-attack AUC, Avg.Gap vs Retrain, RTE and RTE / Retrain per model (RTE None for
+    the original)."""
     records = []
     for name, (ev, rte_s) in rows.items():
         scores = ev.scores()
-        record = {"model": name, **{k: round(scores[k], 2) for k in METRIC_KEYS}}
+        record = {"model": name, **{k: round(scores[k], 2) for k in METRIC_KEYS},
+                  "Loss-attack AUC": round(scores["MIA_AUC"], 3)}
         record["Avg.Gap"] = round(avg_gap(scores, reference.scores()), 2) if reference is not None else None
         record["RTE (s)"] = round(rte_s, 1) if rte_s is not None else None
         record["RTE / Retrain"] = round(rte_s / reference_rte_s, 3) if rte_s is not None and reference_rte_s else None
@@ -163,7 +165,8 @@ def confusion_figure(before: np.ndarray, after: np.ndarray, classes: Sequence[st
 def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
     """Distributions of the true-label confidence the MIA sees, per model, with its MIA-efficacy."""
     names = list(rows)
-    fig = make_subplots(1, len(names), subplot_titles=[f"{n}: MIA-efficacy {rows[n].MIA:.1f} %" for n in names],
+    fig = make_subplots(1, len(names), subplot_titles=[f"{n}: MIA-efficacy {rows[n].MIA:.1f} %, loss-attack AUC "
+                                                       f"{rows[n].MIA_AUC:.3f}" for n in names],
                         shared_yaxes=True, horizontal_spacing=0.04)
     for col, name in enumerate(names, start=1):
         ev = rows[name]

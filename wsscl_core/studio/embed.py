@@ -20,8 +20,8 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from .metrics import predict_features
-from .models import Classifier
+from ..metrics import predict_features
+from ..models import Classifier
 
 MAX_POINTS = 2000
 WORKER_NICENESS = 10

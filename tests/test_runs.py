@@ -1,0 +1,216 @@
+"""The one run pipeline: same request, same numbers through every entry point; a core without UI imports;
+typed defaults and presets; the training recipe; the held-out sets."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from wsscl_core.__main__ import main
+from wsscl_core.bench import run_benchmark
+from wsscl_core.checkpoints import read_checkpoint, save_checkpoint
+from wsscl_core.data import ForgetSpec
+from wsscl_core.engine import RECIPES, TrainRecipe
+from wsscl_core.errors import WssclError
+from wsscl_core.methods import (DEFAULTS_FILE, METHODS, check_defaults, make_config, method_names,
+                                read_defaults_file, tuned_defaults)
+from wsscl_core.methods.contrastive import PAPER_LITERAL
+from wsscl_core.metrics import loss_threshold_auc
+from wsscl_core.runs import RunRequest, prepare, run
+from wsscl_core.studio.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work
+
+
+def test_the_same_request_gives_the_same_metrics_through_cli_bench_and_studio(digits_workspace, digits_trained,
+                                                                              tmp_path, capsys):
+    ws = digits_workspace
+    overrides = {"epochs": 1}
+    checkpoint = save_checkpoint(tmp_path / "original.pt", *digits_trained)
+    assert main(["unlearn", "--checkpoint", str(checkpoint), "--dataset", "digits", "--method", "ft",
+                 "--forget", "random:0.2", "--seed", "1", "--set", "epochs=1", "--out", str(tmp_path / "ft.pt"),
+                 "--device", "cpu"]) == 0
+    cli = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    bench = next(r for r in run_benchmark(ws, ["retrain", "ft"], "random:0.2", [1], {"ft": overrides}).rows
+                 if r.method == "ft").scores
+
+    prepared = prepare_run(ws, UnlearnRequest(ForgetSpec.parse("random:0.2", 1), "ft", overrides, seed=1))
+    job = SessionJobs(heartbeat_timeout_s=None).start("unlearn", "ft", unlearn_work(ws, prepared))
+    assert job.wait(120) and job.status == "done", job.error
+    studio = job.result.unlearned.scores()
+
+    for key in ("UA", "RA", "TA", "MIA", "MIA_AUC"):
+        assert cli[key] == bench[key] == studio[key], key
+    saved = json.loads((tmp_path / "ft.json").read_text())
+    assert saved["metrics"]["UA"] == cli["UA"] and saved["seed"] == 1 and saved["config"]["epochs"] == 1
+    _, meta = read_checkpoint(tmp_path / "ft.pt")
+    assert meta["run_schema"] == 2 and meta["method"] == "ft" and meta["seed"] == 1
+    assert meta["forget"]["text"] == "random:0.2" and meta["metrics"]["UA"] == cli["UA"]
+
+
+def test_importing_the_core_loads_no_ui_library():
+    code = ("import sys, wsscl_core, wsscl_core.methods, wsscl_core.bench, wsscl_core.runs, wsscl_core.tune, "
+            "wsscl_core.__main__; print(sorted({m.split('.')[0] for m in sys.modules} & {'streamlit', 'plotly', 'umap'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_paper_literal_preset_differs_from_wsscl_only_in_the_stated_points():
+    for scenario in ("random", "class"):
+        default = dataclasses.asdict(make_config("wsscl", scenario=scenario))
+        literal = dataclasses.asdict(make_config("wsscl_paper", scenario=scenario))
+        assert {k for k in default if default[k] != literal[k]} == set(PAPER_LITERAL) - {
+            k for k, v in PAPER_LITERAL.items() if default[k] == v}
+        assert {k: literal[k] for k in PAPER_LITERAL} == PAPER_LITERAL
+    assert make_config("wsscl_paper", {"stage2_lr": 0.02}).stage2_lr == 0.02  # overrides still win
+
+
+def test_paper_literal_wsscl_masks_only_stage_two(ctx_for_digits):
+    """Stage 1 of the paper-literal preset trains every weight; stage 2 scales updates by the mask."""
+    from wsscl_core.methods import contrastive
+
+    ctx = ctx_for_digits()
+    cfg = make_config("wsscl_paper")
+    mask = {n: torch.full_like(p, 0.5) for n, p in ctx.original.named_parameters()}
+    stage1, stage2 = contrastive.two_stage_phases(ctx, cfg, mask)
+    assert stage1.mask is None and stage2.mask is mask
+    both = contrastive.two_stage_phases(ctx, make_config("wsscl"), mask)
+    assert all(phase.mask is mask for phase in both)
+
+
+def test_the_defaults_file_round_trips_into_every_methods_config():
+    table = read_defaults_file()
+    assert table == json.loads(DEFAULTS_FILE.read_text())["methods"]
+    for name in method_names():
+        spec = METHODS[name]
+        for scenario in ("random", "class"):
+            cfg = make_config(name, scenario=scenario)
+            stored = tuned_defaults(spec.preset_of or name, scenario)
+            for key, value in stored.items():
+                if key not in spec.preset:
+                    assert getattr(cfg, key) == value, (name, scenario, key)
+            untouched = {f.name for f in dataclasses.fields(cfg)} - set(stored) - set(spec.preset)
+            for key in untouched:
+                assert getattr(cfg, key) == getattr(spec.config_cls(), key), (name, scenario, key)
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"ft": {"class": {"lrr": 0.1}}}, "no hyperparameter 'lrr'"),
+    ({"ft": {"sometimes": {"lr": 0.1}}}, "unknown scenario"),
+    ({"nope": {"class": {"lr": 0.1}}}, "Unknown method"),
+    ({"wsscl": {"class": {"mask_normalisation": "sideways"}}}, "mask_normalisation must be one of"),
+    ({"wsscl_paper": {"class": {"stage1_lr": 0.1}}}, "preset"),
+])
+def test_a_typo_in_the_defaults_file_fails_when_it_is_read(table, message):
+    with pytest.raises(WssclError, match=message):
+        check_defaults(table)
+
+
+def test_loss_threshold_auc_is_chance_on_the_same_distribution_and_one_when_separable():
+    rng = np.random.default_rng(0)
+    same = loss_threshold_auc(rng.exponential(1.0, 4000), rng.exponential(1.0, 4000))
+    assert same == pytest.approx(0.5, abs=0.03)
+    assert loss_threshold_auc(rng.uniform(0, 0.1, 500), rng.uniform(1, 2, 500)) == 1.0
+    assert loss_threshold_auc(rng.uniform(1, 2, 500), rng.uniform(0, 0.1, 500)) == 0.0
+    # by hand: forget losses {0.1, 0.5}, held-out {0.3}; P(forget loss < held-out loss) = 1/2
+    assert loss_threshold_auc(np.array([0.1, 0.5]), np.array([0.3])) == 0.5
+
+
+def test_tuning_scores_on_validation_images_never_the_test_set(digits_workspace):
+    ws = digits_workspace
+    val, test = ws.data.holdout("val"), ws.data.holdout("test")
+    test_rows = {bytes(x.numpy()) for x in test.images}
+    assert 0 < len(val) and all(bytes(x.numpy()) in test_rows for x in val.images)  # digits lends half its test set
+    result = run(ws, RunRequest.parse("ft", "random:0.1", {"epochs": 1}, 0, "val"))
+    assert result.evaluation.confusion_test.sum() == len(val) != len(test)
+    with pytest.raises(WssclError, match="held-out"):
+        prepare(ws, RunRequest.parse("ft", "random:0.1", holdout="train"))
+
+
+def test_the_shipped_subset_has_validation_images_apart_from_its_test_set():
+    from wsscl_core.data import load_dataset
+
+    data = load_dataset()
+    val, test = data.holdout("val"), data.holdout("test")
+    assert len(val) == len(test) == 2000 and torch.bincount(val.labels).tolist() == [200] * 10
+    test_rows = {bytes(x.numpy()) for x in test.images}
+    overlap = sum(bytes(x.numpy()) in test_rows for x in val.images)
+    assert overlap <= 2  # Fashion-MNIST has a few duplicate images; none are the same test record
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("lr", float("nan")),
+                                          ("momentum", 1.5), ("schedule", "sideways"), ("epochs", 2.5)])
+def test_a_recipe_that_cannot_train_is_refused(field, value):
+    with pytest.raises(WssclError, match=field):
+        dataclasses.replace(TrainRecipe(), **{field: value}).validate()
+
+
+def test_the_default_recipe_memorises_and_the_augmented_one_stays_available():
+    assert TrainRecipe() == RECIPES["memorise"] and not TrainRecipe().augment
+    assert RECIPES["augmented"].augment and RECIPES["augmented"].epochs == 15
+
+
+def test_the_shipped_model_is_in_the_memorising_regime():
+    """RA ≥ 99.5 % and TA ≥ 89.5 % as recorded when it was trained, with the recipe Retrain repeats."""
+    from wsscl_core.workspace import open_workspace
+
+    ws = open_workspace(device="cpu")
+    assert ws.recipe == RECIPES["memorise"]
+    assert ws.metadata["metrics"]["RA"] >= 99.5 and ws.metadata["metrics"]["TA"] >= 89.5
+
+
+def test_cli_train_exposes_the_recipe_fields_and_refuses_a_bad_one_before_loading_data(tmp_path, capsys, monkeypatch):
+    import wsscl_core.__main__ as cli
+
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    assert main(["train", "--dataset", "digits", "--epochs", "0", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "epochs" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["train", "--recipe", "augmented", "--no-augment", "--lr", "0.02",
+                                          "--out", "x.pt"])
+    assert cli._recipe(args) == dataclasses.replace(RECIPES["augmented"], augment=False, lr=0.02)
+
+
+@pytest.fixture()
+def ctx_for_digits(digits_workspace):
+    def make(forget: str = "random:0.1"):
+        data = digits_workspace.data
+        from wsscl_core.data import make_forget_split
+
+        split = make_forget_split(data.train.labels, ForgetSpec.parse(forget, 0), data.num_classes)
+        return digits_workspace.context(split, 0)
+
+    return make
+
+
+def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, capsys):
+    import optuna
+
+    checkpoint = save_checkpoint(tmp_path / "digits.pt", *digits_trained)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    argv = ["tune", "--methods", "ga", "--forget", "random:0.1", "--datasets", "digits", "--checkpoint",
+            str(checkpoint), "--seeds", "1", "--storage", storage, "--device", "cpu", "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--trials", "2"]) == 0
+    study = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2
+    assert done[0].params == {"epochs": make_config("ga").epochs, "lr": make_config("ga").lr}  # trial 0: the default
+    assert all(t.value >= 0 and t.user_attrs["gaps"] for t in done)
+    references = optuna.load_study(study_name="retrain-references", storage=storage).user_attrs
+    assert len(references) == 1 and next(iter(references)).endswith(":random:0.1:100:val")
+    assert main([*argv, "--trials", "3"]) == 0  # resumes: one more trial, Retrain not run again
+    study = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+    assert "[ga] trial 3/3" in capsys.readouterr().err
+    report = tmp_path / "TUNING.md"
+    assert main(["tune", "--storage", storage, "--report", str(report)]) == 0
+    assert "## GA — forget random:0.1" in report.read_text() and "3 finished trials" in report.read_text()
+
+
+def test_tune_refuses_seeds_the_tables_report_and_untunable_methods(capsys):
+    assert main(["tune", "--methods", "ft", "--seed", "0", "--trials", "1"]) == 2
+    assert "seeds start at" in capsys.readouterr().err
+    assert main(["tune", "--methods", "retrain", "--trials", "1"]) == 2
+    assert "reference" in capsys.readouterr().err

@@ -1,0 +1,238 @@
+"""Hyperparameter search on Optuna, with the same budget for every method and nothing tuned on what is reported.
+
+Each method gets one Optuna study per forget scenario in a persistent store (an SQLite file by
+default, any SQLAlchemy URL such as PostgreSQL to spread trials over processes or machines: start
+the same command on each with the same ``--storage``). A trial runs the method through the one run
+pipeline on every tuning setting (dataset + original model) and split seed, scored on validation
+images (``holdout="val"``), never the reported test set; its value is the mean Avg.Gap to Retrain.
+The split seeds start at ``TUNING_SEED`` so they never coincide with the reported tables' seeds 0, 1, 2.
+Retrain runs once per setting and split, and its scores are kept in the store for every trial and worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .data import ForgetSpec, load_dataset
+from .engine import CancelFlag, check_cancel
+from .errors import RunCancelled, WssclError
+from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, SearchRange, get_method, make_config,
+                      method_names, tuned_defaults)
+from .metrics import avg_gap
+from .runs import RunRequest, run
+from .workspace import Workspace, open_workspace, train_original
+
+TUNING_SEED = 100  # first split seed of a study; the reported tables use seeds from 0
+DEFAULT_STORAGE = "sqlite:///tuning/studies.db"
+REFERENCES = "retrain-references"  # the study whose user attributes hold Retrain's scores per split
+
+
+@dataclass
+class TuneSetting:
+    """One dataset with its original model: the objective averages over every setting."""
+
+    name: str
+    ws: Workspace
+
+
+def tunable_methods(text: str) -> list[str]:
+    """``all`` or a comma list; Retrain (the reference) and presets (they share a method's code) are not tuned."""
+    names = method_names() if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    chosen = []
+    for name in names:
+        spec = get_method(name)
+        if name == "retrain" or spec.preset_of is not None:
+            if text.strip() != "all":
+                raise WssclError(f"{spec.label} is not tuned: " + ("it is the reference." if name == "retrain" else
+                                 f"it is a preset of {get_method(spec.preset_of).label}; tune that instead."))
+            continue
+        if not spec.config_cls.SEARCH_SPACE:
+            raise WssclError(f"{spec.label} states no search space.")
+        chosen.append(name)
+    return chosen
+
+
+def open_settings(datasets: list[str], checkpoint: str | None, cache_dir: Path, device: str = "auto",
+                  data_root: str | None = None) -> list[TuneSetting]:
+    """The tuning settings. The first dataset uses ``checkpoint`` (default: the shipped model); every other
+    dataset gets an original trained with the default recipe, seed 0, cached in ``cache_dir``."""
+    settings = []
+    for i, name in enumerate(datasets):
+        if i == 0:
+            ws = open_workspace(checkpoint, name, device=device, data_root=data_root)
+        else:
+            cached = cache_dir / f"original_{name.replace(':', '_').replace('/', '_')}.pt"
+            if not cached.is_file():
+                from .checkpoints import save_checkpoint
+
+                model, meta = train_original(load_dataset(name, root=data_root), device=device)
+                save_checkpoint(cached, model, meta)
+            ws = open_workspace(cached, name, device=device, data_root=data_root)
+        settings.append(TuneSetting(name, ws))
+    return settings
+
+
+def study_name(method: str, forget: str, settings: list[TuneSetting]) -> str:
+    return f"{method}|{forget}|{'+'.join(s.name for s in settings)}"
+
+
+def suggest(trial: Any, space: dict[str, SearchRange]) -> dict[str, Any]:
+    """One trial's values from a config's search space."""
+    values: dict[str, Any] = {}
+    for name, rng in space.items():
+        if isinstance(rng, FloatRange):
+            values[name] = trial.suggest_float(name, rng.low, rng.high, log=rng.log)
+        elif isinstance(rng, IntRange):
+            values[name] = trial.suggest_int(name, rng.low, rng.high)
+        elif isinstance(rng, Choice):
+            values[name] = trial.suggest_categorical(name, list(rng.values))
+        else:
+            raise WssclError(f"Unknown search range {rng!r} for {name}.")
+    return values
+
+
+def _reference_scores(storage: Any, setting: TuneSetting, forget: str, seed: int,
+                      cancel: CancelFlag | None) -> dict[str, float]:
+    """Retrain's validation scores for one split, computed once and kept in the study store."""
+    import optuna
+
+    references = optuna.create_study(study_name=REFERENCES, storage=storage, load_if_exists=True)
+    key = f"{setting.name}:{setting.ws.data.fingerprint()}:{forget}:{seed}:val"
+    if key not in references.user_attrs:
+        result = run(setting.ws, RunRequest.parse("retrain", forget, None, seed, "val"), cancel=cancel)
+        references.set_user_attr(key, result.scores())
+    return references.user_attrs[key]
+
+
+def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: list[int], storage: Any,
+                  cancel: CancelFlag | None = None) -> Callable[[Any], float]:
+    """The Optuna objective: mean Avg.Gap to Retrain over every setting and tuning seed, on validation images."""
+    import optuna
+
+    space = get_method(method).config_cls.SEARCH_SPACE
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, space)
+        gaps = {}
+        try:
+            for setting in settings:
+                for seed in seeds:
+                    reference = _reference_scores(storage, setting, forget, seed, cancel)
+                    result = run(setting.ws, RunRequest.parse(method, forget, values, seed, "val"), cancel=cancel)
+                    gaps[f"{setting.name}:{seed}"] = avg_gap(result.scores(), reference)
+        except RunCancelled:
+            trial.study.stop()
+            raise optuna.TrialPruned("stopped") from None
+        except WssclError as exc:  # e.g. a diverged run: a bad point of the space, not a bad study
+            trial.set_user_attr("error", str(exc))
+            return float("inf")
+        trial.set_user_attr("gaps", gaps)
+        return float(sum(gaps.values()) / len(gaps))
+
+    return objective
+
+
+def _default_trial(method: str, scenario: str) -> dict[str, Any]:
+    """The current default of every searched field: trial 0 of a new study, so a default is only replaced
+    by a point that beats it under the same protocol."""
+    cfg = make_config(method, scenario=scenario)
+    return {name: getattr(cfg, name) for name in get_method(method).config_cls.SEARCH_SPACE}
+
+
+def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: int, storage: Any,
+                seeds: list[int], cancel: CancelFlag | None = None,
+                on_trial: Callable[[str, int, int, float, float, float], None] | None = None) -> Any:
+    """Run ``method``'s study until it holds ``trials`` finished trials (resumable: finished ones count)."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    scenario = ForgetSpec.parse(forget).kind
+    study = optuna.create_study(study_name=study_name(method, forget, settings), storage=storage,
+                                load_if_exists=True, direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=min(5, trials)))
+    study.set_user_attr("method", method)
+    study.set_user_attr("forget", forget)
+    study.set_user_attr("settings", [s.name for s in settings])
+    study.set_user_attr("seeds", seeds)
+    study.set_user_attr("space", {k: repr(v) for k, v in get_method(method).config_cls.SEARCH_SPACE.items()})
+    if not study.trials:
+        study.enqueue_trial(_default_trial(method, scenario))
+    finished = (TrialState.COMPLETE,)
+    started = time.perf_counter()
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if on_trial is not None and trial.state == TrialState.COMPLETE:
+            done = len(study.get_trials(deepcopy=False, states=finished))
+            on_trial(method, done, trials, trial.value, study.best_value, time.perf_counter() - started)
+
+    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        check_cancel(cancel)
+        study.optimize(objective_for(method, forget, settings, seeds, storage, cancel), n_trials=remaining,
+                       callbacks=[MaxTrialsCallback(trials, states=finished), report])
+    return study
+
+
+def best_values(study: Any) -> dict[str, Any]:
+    """The best trial's values, or an empty dict when no trial finished."""
+    try:
+        return dict(study.best_params)
+    except ValueError:
+        return {}
+
+
+def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path = DEFAULTS_FILE) -> None:
+    """Store the chosen values of each method for ``scenario`` in the defaults file the configs read."""
+    document = json.loads(path.read_text())
+    for method, values in chosen.items():
+        make_config(method, values, scenario)  # refuse values no config would accept, before writing
+        document.setdefault("methods", {}).setdefault(method, {})[scenario] = values
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def tuning_report(storage: Any) -> str:
+    """docs/TUNING.md, generated from the study store: per study its space, trials, best value and values."""
+    import optuna
+    from optuna.trial import TrialState
+
+    lines = ["# Tuning", "",
+             "Generated by `python -m wsscl_core tune --report docs/TUNING.md` from the study store; do not edit.",
+             "Every method gets the same number of trials over the search space its config states. A trial's value",
+             "is the mean Avg.Gap to Retrain over the tuning settings and split seeds (from "
+             f"{TUNING_SEED}, never a reported seed), scored on validation images, never the reported test set.",
+             "Trial 0 of every study is the default at the time the study began.", ""]
+    summaries = sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name)
+    for summary in summaries:
+        if summary.study_name == REFERENCES:
+            continue
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        attrs = study.user_attrs
+        method = attrs.get("method", summary.study_name)
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        finite = [t for t in done if t.value is not None and math.isfinite(t.value)]
+        lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}", "",
+                  f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
+                  f"{len(done)} finished trials.", "", "| field | search range | trial 0 (old default) | best |",
+                  "|---|---|---|---|"]
+        first = done[0].params if done else {}
+        best = min(finite, key=lambda t: t.value) if finite else None
+        for name, rng in attrs.get("space", {}).items():
+            lines.append(f"| {name} | {rng} | {_fmt(first.get(name))} | {_fmt(best.params.get(name)) if best else '—'} |")
+        if best is not None:
+            lines += ["", f"Mean Avg.Gap: trial 0 {_fmt(done[0].value)}, best {best.value:.3f} (trial {best.number}). "
+                      f"Defaults file now: {tuned_defaults(method, ForgetSpec.parse(attrs.get('forget')).kind) or 'dataclass defaults'}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)
