@@ -24,28 +24,25 @@ def _inference_batch(device: torch.device, batch_size: int | None) -> int:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Logits for uint8 images (any device), computed on the model's device, returned on CPU."""
+def _predict(model: nn.Module, images: torch.Tensor, forward, batch_size: int | None) -> torch.Tensor:
+    """``forward(x)`` over uint8 images in batches, in eval mode on the model's device; float32 on CPU."""
     device = next(model.parameters()).device
     batch_size = _inference_batch(device, batch_size)
     was_training = model.training
     model.eval()
-    out = [model(to_float(images[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [forward(to_float(images[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
 
-@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits for uint8 images (any device), computed on the model's device, returned on CPU."""
+    return _predict(model, images, model, batch_size)
+
+
 def predict_features(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Penultimate features (for UMAP and the contrastive loss), on CPU."""
-    device = next(model.parameters()).device
-    batch_size = _inference_batch(device, batch_size)
-    was_training = model.training
-    model.eval()
-    out = [model.features(to_float(images[i:i + batch_size].to(device))).float().cpu()
-           for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+    return _predict(model, images, model.features, batch_size)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -6,7 +6,7 @@ The saliency of a weight is the forget-set cross-entropy gradient at the origina
 normalisation of ``g``. Taken literally Eq. 4 is almost zero everywhere on a trained network
 (on the shipped model the median |g| is 0.004 and the literal mask's mean 0.003), which scales
 every step down by ~100×; the normalisations below bring the typical weight back to a useful
-step size (docs/TUNING.md has the measurement that picked the default). Per-layer summaries feed the studio's
+step size; which one is the default is a tuned value (methods/defaults.json). Per-layer summaries feed the studio's
 mask heatmaps.
 """
 
@@ -33,7 +33,7 @@ SOFT_NORMALISATIONS: dict[str, str] = {
     "density": "Eq. 4, then scaled (and clipped at 1) so its mean is 0.5, the default hard mask's density",
 }
 assert tuple(SOFT_NORMALISATIONS) == get_args(SoftNormalisation)
-DEFAULT_SOFT_NORMALISATION: SoftNormalisation = "global"  # lowest Avg.Gap for WSS-CL on the default benchmark (docs/TUNING.md)
+DEFAULT_SOFT_NORMALISATION: SoftNormalisation = "global"  # WSS-CL's tuned value may differ per scenario (defaults.json)
 # Samples per backward pass. A batch's gradient is accumulated from chunks (the same sum), so progress
 # comes after a chunk: the studio's first live point no longer waits for a 256-image batch on a busy CPU.
 GRADIENT_CHUNK = 64

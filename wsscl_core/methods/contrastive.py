@@ -10,7 +10,7 @@ Both stages work over the output classes the retain set contains (``target_class
 for random forgetting that is every class and the paper's loss exactly; when D_f takes a whole
 class, "uniform" means uniform over the other classes, and the contrastive logits leave the
 forgotten class's logit out — otherwise pushing Dress images away from retain samples raises the
-Dress logit and brings the class back (measured: UA 10 % instead of 95 %, docs/TUNING.md).
+Dress logit and brings the class back (docs/notes/class-forgetting-target-classes.md).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class CLConfig(MethodConfig):
     stage2_epochs: int = 1
     stage2_lr: float = 0.01
     tau: float = 1.4
-    representation: Representation = "logits"  # measured: lower Avg.Gap than penultimate features (docs/TUNING.md)
-    # Output classes the forgetting works over: those D_r contains ("retain"; measured in docs/TUNING.md)
+    representation: Representation = "logits"  # or penultimate "features", as the paper writes; a tuned choice
+    # Output classes the forgetting works over: those D_r contains ("retain"; docs/notes/class-forgetting-target-classes.md)
     # or all K ("all", the paper's literal U). They differ only when D_f takes every sample of a class.
     target_classes: TargetClasses = "retain"
     # Retain batches per forget batch in each stage-2 epoch: the repair keeps pace with the forgetting

@@ -81,7 +81,7 @@ def contrastive_round_loss(representation: Representation, tau: float, classes: 
 
     The forget batch, its views and the negatives go through the model in three forward passes, as in
     the reference implementations, so train-mode BatchNorm normalises each set by its own statistics.
-    On this CPU three 128-image passes also run 1.2x faster than one 384-image pass (docs/BENCHMARKS.md).
+    Three 128-image passes are also faster on a CPU than one 384-image pass (docs/notes/contrastive-round-passes.md).
     With logits as the representation, ``classes`` (when given) keeps only those logits: pushing a
     forget sample away from retain samples in the full logit space raises exactly the logit of a
     class no retain sample has, i.e. re-learns a forgotten class.

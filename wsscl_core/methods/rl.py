@@ -17,7 +17,7 @@ class RLConfig(EpochConfig):
     epochs: int = 3
     lr: float = 0.01
     # Random labels come from the classes D_r still contains ("retain") or from all K ("all", the
-    # reference code's draw); they differ only when D_f takes a whole class (docs/TUNING.md).
+    # reference code's draw); they differ only when D_f takes a whole class (docs/notes/class-forgetting-target-classes.md).
     target_classes: TargetClasses = "retain"
 
 
