@@ -25,7 +25,7 @@ from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
 from .errors import WssclError
 from .methods import METHODS, get_method
 from .models import MODELS
-from .runs import RunRequest, execute, prepare, result_metadata
+from .runs import RunRequest, check, execute, prepare, result_metadata
 from .workspace import open_workspace, train_original
 
 
@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_unlearn(args: argparse.Namespace) -> None:
     request = RunRequest.parse(args.method, args.forget, _parse_overrides(args.set), args.seed)
-    get_method(request.method)
+    check(request)
     _check_dataset(args.dataset)
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
     prepared = prepare(ws, request)
@@ -137,7 +137,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     _check_dataset(args.dataset)
     methods = resolve_methods(args.methods)
     overrides = _bench_overrides(args.set)
-    ForgetSpec.parse(args.forget)
+    for method in methods:
+        check(RunRequest.parse(method, args.forget, overrides.get(method), args.seed))
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
     seeds = list(range(args.seed, args.seed + args.seeds))
     prepare_benchmark(ws, methods, args.forget, seeds, overrides)  # every run checked before the first starts

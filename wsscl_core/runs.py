@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .data import ForgetSpec, ForgetSplit, Holdout, make_forget_split
+from .data import HOLDOUTS, ForgetSpec, ForgetSplit, Holdout, make_forget_split
 from .engine import CancelFlag, ProgressFn, check_cancel
 from .errors import WssclError
 from .methods import MethodConfig, config_dict, get_method, make_config, run_unlearning
@@ -90,9 +90,18 @@ class RunResult:
                 "rte_s": round(self.rte_s, 3), "metrics": self.evaluation.to_dict()}
 
 
+def check(request: RunRequest) -> MethodConfig:
+    """Everything about a request that can be checked without data (method, overrides, held-out set name):
+    callers run it before loading a dataset or a model, so a typo costs no compute."""
+    if request.holdout not in HOLDOUTS:
+        raise WssclError(f"Unknown held-out set {request.holdout!r}; choose one of {', '.join(HOLDOUTS)}.")
+    return make_config(request.method, dict(request.overrides), request.forget.kind)
+
+
 def prepare(ws: Workspace, request: RunRequest) -> PreparedRun:
     """Check a request before any work starts; raises :class:`WssclError` with a message for the user."""
-    ws.data.holdout(request.holdout)  # an unknown held-out set is refused here, not after the run
+    check(request)
+    ws.data.holdout(request.holdout)
     split = make_forget_split(ws.data.train.labels, request.forget, ws.data.num_classes)
     config = make_config(request.method, dict(request.overrides), split.scenario)
     notes = []
