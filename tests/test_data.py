@@ -2,6 +2,7 @@
 
 import gzip
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,53 @@ def test_image_folder(tmp_path):
 def test_unknown_dataset_lists_choices():
     with pytest.raises(WssclError, match="fashion-mnist-subset"):
         load_dataset("mnist-3d")
+
+
+def _image_tree(root: Path, split: str) -> None:
+    from PIL import Image
+
+    for cls, value in (("cats", 30), ("dogs", 200)):
+        (root / split / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((12, 12, 3), value + i, dtype=np.uint8)).save(root / split / cls / f"{i}.jpg")
+
+
+def test_corrupt_jpeg_in_test_split_is_named(tmp_path):
+    _image_tree(tmp_path, "train")
+    _image_tree(tmp_path, "test")
+    (tmp_path / "test" / "dogs" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden files are skipped
+    d = load_image_folder(str(tmp_path), image_size=8)
+    assert len(d.train) == 6 and len(d.test) == 6
+    good = (tmp_path / "test" / "cats" / "0.jpg").read_bytes()
+    (tmp_path / "test" / "cats" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    with pytest.raises(WssclError, match=r"test/cats/broken\.jpg is not a readable image"):
+        load_image_folder(str(tmp_path), image_size=8)
+
+
+def test_cifar_folder_without_batches_meta_is_named(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
+                                                  "labels": [0, 1]}))
+    with pytest.raises(WssclError, match="batches.meta is missing"):
+        load_cifar("cifar10", str(tmp_path), download=False)
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b"]}))
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
+                                                      "labels": [0, 7]}))
+    with pytest.raises(WssclError, match=r"labels must be 0\.\.1"):
+        load_cifar("cifar10", str(tmp_path), download=False)
+    (folder / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(WssclError, match="test_batch is corrupt"):
+        load_cifar("cifar10", str(tmp_path), download=False)
+
+
+def test_empty_image_folder_path_is_refused(tmp_path, monkeypatch):
+    _image_tree(tmp_path, "train")  # a working directory that would load if scanned
+    monkeypatch.chdir(tmp_path / "train")
+    for name in ("folder:", "folder:  "):
+        with pytest.raises(WssclError, match="folder: needs the path of an image folder"):
+            load_dataset(name)
+    with pytest.raises(WssclError, match="No image folder was given"):
+        load_image_folder("")

@@ -295,48 +295,73 @@ def load_cifar(name: str, root: str | None = None, download: bool = True) -> Dat
         raise WssclError(f"{name} is not in {folder.resolve()}. Extract {url} into {base.resolve()} "
                          "(or pass --data-root / set $WSSCL_DATA).")
 
-    def read(files: Sequence[str]) -> ImageSet:
+    def unpickle(file: str) -> dict:
+        path = folder / file
         try:
-            batches = [_read_cifar_batch(folder / f) for f in files]
-            data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
-            labels = np.concatenate([np.asarray(b[labels_key]) for b in batches])
-        except (OSError, KeyError, pickle.UnpicklingError, ValueError, EOFError) as exc:
-            raise WssclError(f"{name} files in {folder} are incomplete or corrupt: {exc}") from exc
-        return _from_numpy(data, labels)
+            content = _read_cifar_batch(path)
+        except FileNotFoundError:
+            raise WssclError(f"{name} in {folder} is incomplete: {file} is missing. Extract {url} again "
+                             f"into {base.resolve()}.") from None
+        except (OSError, pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError,
+                IndexError) as exc:
+            raise WssclError(f"{name} file {path} is corrupt: {exc}") from None
+        if not isinstance(content, dict):
+            raise WssclError(f"{name} file {path} is corrupt: it holds {type(content).__name__}, not a dict.")
+        return content
 
-    classes = [str(c) for c in _read_cifar_batch(folder / meta_file)[names_key]]
+    try:
+        classes = [str(c) for c in unpickle(meta_file)[names_key]]
+    except (KeyError, TypeError) as exc:
+        raise WssclError(f"{name} file {folder / meta_file} is corrupt: it has no class names ({exc}).") from None
+
+    def read(files: Sequence[str]) -> ImageSet:
+        batches = [unpickle(f) for f in files]
+        try:
+            data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
+            labels = np.concatenate([np.asarray(b[labels_key], dtype=np.int64).reshape(-1) for b in batches])
+            if labels.size and not (0 <= labels.min() and labels.max() < len(classes)):
+                raise ValueError(f"labels must be 0..{len(classes) - 1}, found {labels.min()}..{labels.max()}")
+            return _from_numpy(data, labels)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise WssclError(f"{name} files in {folder} are incomplete or corrupt: {exc}") from None
+
     return Dataset(name, read(train_files), read(test_files), classes, crop_padding=4, flip=True,
                    source=f"{name.upper()} (Krizhevsky, 2009)")
 
 
 def load_image_folder(path: str, image_size: int = 32, seed: int = 0) -> Dataset:
     """A user's own images, ImageFolder style: ``path/<class>/*.png`` (split 80/20 by ``seed``),
-    or ``path/train/<class>`` and ``path/test/<class>``."""
+    or ``path/train/<class>`` and ``path/test/<class>``. Hidden files (``.DS_Store``) are skipped;
+    any other file that is not a readable image is refused, in train/ and test/ alike."""
     from PIL import Image, UnidentifiedImageError
 
+    if not str(path).strip():
+        raise WssclError("No image folder was given: use folder:PATH with the folder's path.")
     root = Path(path)
     if not root.is_dir():
         raise WssclError(f"Image folder {root} does not exist.")
 
-    def scan(folder: Path) -> tuple[list[Path], list[str]]:
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        files = [(f, c) for c in classes for f in sorted((folder / c).iterdir()) if f.is_file()]
+    def scan(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        files = [(f, c) for c in classes for f in sorted((folder / c).iterdir())
+                 if f.is_file() and not f.name.startswith(".")]
         return files, classes
+
+    def open_image(f: Path):
+        try:
+            img = Image.open(f)
+            img.load()
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+                Image.DecompressionBombError) as exc:
+            raise WssclError(f"{f} is not a readable image: {exc}") from None
+        return img
 
     split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
     train_files, classes = scan(root / "train" if split_dirs else root)
     if len(classes) < 2 or not train_files:
         raise WssclError(f"{root} needs one sub-folder per class (at least two) with images inside.")
-    images = []
-    gray = True
-    for f, _ in train_files:
-        try:
-            img = Image.open(f)
-            img.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise WssclError(f"{f} is not a readable image: {exc}") from exc
-        gray &= img.mode in ("L", "1", "I;16")
-        images.append(img)
+    images = [open_image(f) for f, _ in train_files]
+    gray = all(img.mode in ("L", "1", "I;16") for img in images)
     mode = "L" if gray else "RGB"
 
     def to_array(imgs: list) -> np.ndarray:
@@ -350,7 +375,9 @@ def load_image_folder(path: str, image_size: int = 32, seed: int = 0) -> Dataset
         unknown = set(test_classes) - set(classes)
         if unknown:
             raise WssclError(f"test/ has classes that train/ lacks: {sorted(unknown)}")
-        test = _from_numpy(to_array([Image.open(f) for f, _ in test_files]),
+        if not test_files:
+            raise WssclError(f"{root / 'test'} holds no images; put test images in one sub-folder per class.")
+        test = _from_numpy(to_array([open_image(f) for f, _ in test_files]),
                            np.array([classes.index(c) for _, c in test_files]))
         train = _from_numpy(data, labels)
     else:
@@ -378,7 +405,11 @@ def dataset_names() -> list[str]:
 def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, download: bool = True) -> Dataset:
     """Load a dataset by name (see :func:`dataset_names`), on the CPU."""
     if name.startswith("folder:"):
-        return load_image_folder(name.split(":", 1)[1])
+        folder = name.split(":", 1)[1]
+        if not folder.strip():
+            raise WssclError("folder: needs the path of an image folder, e.g. folder:./my_images "
+                             "(an empty path would scan the working directory).")
+        return load_image_folder(folder)
     if name not in DATASETS:
         raise WssclError(f"Unknown dataset {name!r}; choose one of {', '.join(dataset_names())}.")
     return DATASETS[name](root=root, download=download)
