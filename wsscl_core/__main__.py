@@ -23,6 +23,7 @@ from .checkpoints import save_checkpoint
 from .data import DATASETS, DEFAULT_DATASET, ForgetSpec, dataset_names, load_dataset
 from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
 from .errors import WssclError
+from .fileio import atomic_write_text, check_output_dir, check_output_paths
 from .methods import METHODS, get_method
 from .models import MODELS
 from .runs import RunRequest, check, execute, prepare, result_metadata
@@ -94,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     _check_seed(args.seed)
     _check_dataset(args.dataset)
     recipe = _recipe(args)
+    check_output_paths(args.out, names=("the checkpoint",))
     data = load_dataset(args.dataset, root=args.data_root)
     model, meta = train_original(data, args.model, recipe, seed=args.seed, device=args.device,
                                  on_progress=ProgressBar(), cancel=_cancel_on_interrupt())
@@ -106,17 +108,20 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     request = RunRequest.parse(args.method, args.forget, _parse_overrides(args.set), args.seed)
     check(request)
     _check_dataset(args.dataset)
+    stem = Path(args.out or f"runs/{args.method}_{str(request.forget).replace(':', '-')}_s{args.seed}.pt")
+    json_path = stem.with_suffix(".json")
+    check_output_paths(stem, json_path, names=("the checkpoint", "the metrics JSON"))
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
     prepared = prepare(ws, request)
     split = prepared.split
     print(f"{ws.data.name}: forgetting {split.num_forget} samples ({split.spec}), retaining {split.num_retain}",
           file=sys.stderr)
     result = execute(ws, prepared, ProgressBar(), _cancel_on_interrupt())
-    stem = Path(args.out or f"runs/{args.method}_{str(split.spec).replace(':', '-')}_s{args.seed}.pt")
-    save_checkpoint(stem, result.model, result_metadata(ws, result))
-    stem.with_suffix(".json").write_text(json.dumps(result.summary(), indent=1))
+    # the checkpoint and its metrics land together: the JSON is renamed into place last
+    save_checkpoint(stem, result.model, result_metadata(ws, result),
+                    extra_files=[(json_path, json.dumps(result.summary(), indent=1))])
     print(json.dumps({**result.scores(), "rte_s": round(result.rte_s, 2)}))
-    print(f"saved {stem} and {stem.with_suffix('.json')}", file=sys.stderr)
+    print(f"saved {stem} and {json_path}", file=sys.stderr)
 
 
 def _bench_overrides(items: list[str]) -> dict[str, dict]:
@@ -139,6 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     overrides = _bench_overrides(args.set)
     for method in methods:
         check(RunRequest.parse(method, args.forget, overrides.get(method), args.seed))
+    check_output_dir(args.out_dir, "--out-dir")
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
     seeds = list(range(args.seed, args.seed + args.seeds))
     prepare_benchmark(ws, methods, args.forget, seeds, overrides)  # every run checked before the first starts
@@ -162,7 +168,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from . import tune
 
     if args.report:
-        Path(args.report).write_text(tune.tuning_report(args.storage))
+        atomic_write_text(args.report, tune.tuning_report(args.storage))
         print(f"wrote {args.report}", file=sys.stderr)
         return
     if args.trials < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import numpy as np
 from .data import ForgetSpec, Holdout
 from .engine import CancelFlag, ProgressFn
 from .errors import WssclError
+from .fileio import atomic_write_files
 from .metrics import METRIC_KEYS
 from .methods import get_method, method_names
 from .runs import ORIGINAL, PreparedRun, RunRequest, RunResult, execute, original_result, prepare
@@ -175,18 +177,17 @@ def per_class_markdown(result: BenchResult) -> str:
 
 
 def write_outputs(result: BenchResult, out_dir: str | Path) -> list[Path]:
-    """Per-seed rows as CSV and everything as JSON."""
+    """Per-seed rows as CSV and everything as JSON, written together atomically."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"{result.dataset}_{result.model}_{result.forget.replace(':', '-').replace(',', '_')}"
     csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        extra = sorted({k for r in result.rows for k in r.scores} - set(METRIC_KEYS))
-        w.writerow(["method", "seed", *METRIC_KEYS, *extra, "avg_gap", "rte_s"])
-        for r in result.rows:
-            w.writerow([r.method, r.seed, *(f"{r.scores[k]:.4f}" for k in METRIC_KEYS),
-                        *(f"{r.scores.get(k, float('nan')):.4f}" for k in extra), f"{r.avg_gap:.4f}", f"{r.rte_s:.3f}"])
-    json_path.write_text(json.dumps({"forget": result.forget, "dataset": result.dataset, "model": result.model,
-                                     "classes": result.classes, "rows": [r.__dict__ for r in result.rows]}, indent=1))
-    return [csv_path, json_path]
+    table = io.StringIO()
+    w = csv.writer(table)
+    extra = sorted({k for r in result.rows for k in r.scores} - set(METRIC_KEYS))
+    w.writerow(["method", "seed", *METRIC_KEYS, *extra, "avg_gap", "rte_s"])
+    for r in result.rows:
+        w.writerow([r.method, r.seed, *(f"{r.scores[k]:.4f}" for k in METRIC_KEYS),
+                    *(f"{r.scores.get(k, float('nan')):.4f}" for k in extra), f"{r.avg_gap:.4f}", f"{r.rte_s:.3f}"])
+    document = json.dumps({"forget": result.forget, "dataset": result.dataset, "model": result.model,
+                           "classes": result.classes, "rows": [r.__dict__ for r in result.rows]}, indent=1)
+    return atomic_write_files([(csv_path, table.getvalue()), (json_path, document)])

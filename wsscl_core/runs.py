@@ -149,4 +149,5 @@ def result_metadata(ws: Workspace, result: RunResult) -> dict[str, Any]:
     """Checkpoint metadata of an unlearning run's model."""
     return checkpoint_metadata(ws.model_name, ws.data, ws.recipe, method=result.method, seed=result.request.seed,
                                metrics=result.scores(), seconds=result.rte_s, forget=result.split.spec,
-                               config=result.config, holdout=result.request.holdout, original=ws.metadata)
+                               config=result.config, holdout=result.request.holdout,
+                               original_metrics=ws.metadata.get("metrics"))

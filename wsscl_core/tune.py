@@ -21,6 +21,7 @@ from typing import Any, Callable
 from .data import ForgetSpec, load_dataset
 from .engine import CancelFlag, check_cancel
 from .errors import RunCancelled, WssclError
+from .fileio import atomic_write_text
 from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, SearchRange, get_method, make_config,
                       method_names, tuned_defaults)
 from .metrics import avg_gap
@@ -194,7 +195,7 @@ def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path 
     for method, values in chosen.items():
         make_config(method, values, scenario)  # refuse values no config would accept, before writing
         document.setdefault("methods", {}).setdefault(method, {})[scenario] = values
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def tuning_report(storage: Any) -> str:

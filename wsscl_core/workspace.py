@@ -9,7 +9,7 @@ from typing import Any, BinaryIO, Mapping
 
 import torch
 
-from .checkpoints import DEFAULT_MODEL_FILE, model_from_state, model_metadata, read_checkpoint
+from .checkpoints import DEFAULT_MODEL_FILE, checkpoint_budget_for, model_from_state, model_metadata, read_checkpoint
 from .data import DEFAULT_DATASET, Dataset, ForgetSpec, ForgetSplit, Holdout, load_dataset
 from .engine import CancelFlag, ProgressFn, TrainRecipe, run_phases
 from .errors import WssclError
@@ -52,12 +52,14 @@ def open_workspace(checkpoint: str | Path | bytes | BinaryIO | None = None, data
                    data_root: str | None = None) -> Workspace:
     """Load (by default) the shipped original model and the shipped dataset."""
     device = pick_device(device) if isinstance(device, str) else device
-    state, saved_meta = read_checkpoint(DEFAULT_MODEL_FILE if checkpoint is None else checkpoint)
-    if isinstance(dataset, Dataset):
-        data = dataset
+    source = DEFAULT_MODEL_FILE if checkpoint is None else checkpoint
+    if isinstance(dataset, Dataset) or dataset is not None:
+        # the dataset first: its largest model bounds the checkpoint's size before anything is inflated
+        data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, root=data_root)
+        state, saved_meta = read_checkpoint(source, max_bytes=checkpoint_budget_for(data))
     else:
-        dataset = dataset or (saved_meta.get("dataset") or {}).get("name") or DEFAULT_DATASET
-        data = load_dataset(dataset, root=data_root)
+        state, saved_meta = read_checkpoint(source)
+        data = load_dataset((saved_meta.get("dataset") or {}).get("name") or DEFAULT_DATASET, root=data_root)
     model, meta = model_from_state(state, saved_meta, dataset=data, model_name=model_name, device=device)
     check_same_data(meta, data)
     recipe = TrainRecipe.from_dict(meta.get("recipe"))
@@ -71,18 +73,19 @@ RUN_SCHEMA = 2
 def checkpoint_metadata(model_name: str, data: Dataset, recipe: TrainRecipe, *, method: str, seed: int,
                         metrics: Mapping[str, float], seconds: float, forget: ForgetSpec | None = None,
                         config: Mapping[str, Any] | None = None, holdout: Holdout = "test",
-                        original: Mapping[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
+                        original_metrics: Mapping[str, float] | None = None,
+                        device: str | None = None) -> dict[str, Any]:
     """The one metadata writer: the model's identity (architecture, dataset, recipe) and the run that made it.
 
     ``method`` is "original" for a trained original model (``seconds`` its training time), or the
-    unlearning method (``seconds`` its RTE, ``original`` the original's metadata it started from).
+    unlearning method (``seconds`` its RTE, ``forget`` and ``config`` what it did, ``original_metrics``
+    the scores of the original it started from). Keys without a value are left out.
     """
-    return model_metadata(model_name, data, recipe=recipe.to_dict(), run_schema=RUN_SCHEMA, method=method,
-                          seed=seed, forget=None if forget is None else forget.describe(),
-                          config=dict(config or {}), metrics=dict(metrics), seconds=round(seconds, 3),
-                          holdout=holdout, device=device,
-                          original=None if original is None else {k: original.get(k) for k in
-                                                                  ("method", "seed", "metrics", "saved_at")})
+    run = {"run_schema": RUN_SCHEMA, "method": method, "seed": seed, "metrics": dict(metrics),
+           "seconds": round(seconds, 3), "holdout": holdout, "config": dict(config or {}),
+           "forget": None if forget is None else forget.describe(),
+           "original": None if original_metrics is None else dict(original_metrics), "device": device}
+    return model_metadata(model_name, data, recipe=recipe.to_dict(), **{k: v for k, v in run.items() if v is not None})
 
 
 def train_original(data: Dataset, model_name: str = "compact", recipe: TrainRecipe | None = None, seed: int = 0,
