@@ -436,3 +436,12 @@ def test_text_and_bytes_writes_keep_the_usual_mode(tmp_path):
     os.chmod(tmp_path / "a.json", 0o600)
     atomic_write_text(tmp_path / "a.json", "{}")
     assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o600, "a replaced file keeps its mode"
+
+
+def test_visitors_never_see_tracebacks():
+    """A studio served to a class keeps error details in the server log, not in the visitor's browser."""
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"
