@@ -445,3 +445,36 @@ def test_visitors_never_see_tracebacks():
 
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["unlearn", "--method", "ft", "--forget", "class:3", "--seed", "-1"], "seed must be 0 or more"),
+    (["unlearn", "--method", "ft", "--forget", "random:0.1", "--set", "lr=abc"], "lr must be a float"),
+    (["unlearn", "--method", "ft", "--forget", "random:0.1", "--set", "epochs=2.5"], "epochs must be a int"),
+    (["unlearn", "--method", "ft", "--forget", "class:3", "--dataset", "mnist-ish"], "Unknown dataset"),
+    (["unlearn", "--method", "ft", "--forget", "class:3", "--out", "{tmp}/res.json"], "same file"),
+    (["bench", "--methods", "ft", "--set", "ft.lr=abc"], "lr must be a float"),
+    (["bench", "--methods", "ft", "--set", "wsscl.tau=1"], "not benchmarked"),
+    (["bench", "--seeds", "0"], "--seeds must be at least 1"),
+    (["bench", "--methods", "ft", "--out-dir", "/dev/null"], "--out-dir"),
+    (["train", "--batch-size", "0", "--out", "{tmp}/m.pt"], "batch_size"),
+    (["train", "--lr", "nan", "--out", "{tmp}/m.pt"], "lr"),
+    (["train", "--out", "/proc/m.pt"], "/proc"),
+    (["tune", "--methods", "ft", "--set-nothing"], "unrecognized"),
+])
+def test_every_cli_argument_is_checked_before_any_data_is_loaded(argv, message, tmp_path, capsys, monkeypatch):
+    import wsscl_core.__main__ as cli
+
+    def no_data(*args, **kwargs):
+        pytest.fail("data or a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "open_workspace", no_data)
+    monkeypatch.setattr(cli, "load_dataset", no_data)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        status = cli.main(argv)
+    except SystemExit as exc:  # argparse's own refusals
+        status = exc.code
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
-from .bench import per_class_markdown, prepare_benchmark, resolve_methods, run_benchmark, table_markdown, write_outputs
+from .bench import check_benchmark, per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
 from .checkpoints import save_checkpoint
 from .data import DATASETS, DEFAULT_DATASET, ForgetSpec, dataset_names, load_dataset
 from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
@@ -142,12 +142,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     _check_dataset(args.dataset)
     methods = resolve_methods(args.methods)
     overrides = _bench_overrides(args.set)
-    for method in methods:
-        check(RunRequest.parse(method, args.forget, overrides.get(method), args.seed))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    check_benchmark(methods, args.forget, seeds, overrides)
     check_output_dir(args.out_dir, "--out-dir")
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    prepare_benchmark(ws, methods, args.forget, seeds, overrides)  # every run checked before the first starts
     cancel = _cancel_on_interrupt()
     result = run_benchmark(ws, methods, args.forget, seeds, overrides,
                            progress_for=lambda m, s: ProgressBar(f"{m} s{s} "), cancel=cancel)

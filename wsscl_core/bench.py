@@ -18,7 +18,7 @@ from .errors import WssclError
 from .fileio import atomic_write_files
 from .metrics import METRIC_KEYS
 from .methods import get_method, method_names
-from .runs import ORIGINAL, PreparedRun, RunRequest, RunResult, execute, original_result, prepare
+from .runs import ORIGINAL, PreparedRun, RunRequest, RunResult, check, execute, original_result, prepare
 from .workspace import Workspace
 
 REFERENCE = "retrain"
@@ -79,9 +79,9 @@ def resolve_methods(text: str) -> list[str]:
     return [REFERENCE] + [n for n in names if n != REFERENCE]
 
 
-def prepare_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[int],
-                      overrides: dict[str, dict] | None = None, holdout: Holdout = "test") -> list[list[PreparedRun]]:
-    """Every run of the benchmark, checked before any of them starts (one list per seed, Retrain first)."""
+def check_benchmark(methods: list[str], forget: str, seeds: list[int], overrides: dict[str, dict] | None = None,
+                    holdout: Holdout = "test") -> None:
+    """Everything about a benchmark that can be checked without data: seeds, methods, overrides, forget set."""
     if not seeds:
         raise WssclError("The benchmark needs at least one seed.")
     unknown = set(overrides or {}) - set(methods)
@@ -89,6 +89,15 @@ def prepare_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: lis
         raise WssclError(f"--set names methods that are not benchmarked: {', '.join(sorted(unknown))}.")
     if REFERENCE not in methods:
         raise WssclError("The benchmark needs Retrain as its reference.")
+    for name in methods:
+        for seed in seeds:
+            check(RunRequest.parse(name, forget, (overrides or {}).get(name), seed, holdout))
+
+
+def prepare_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[int],
+                      overrides: dict[str, dict] | None = None, holdout: Holdout = "test") -> list[list[PreparedRun]]:
+    """Every run of the benchmark, checked before any of them starts (one list per seed, Retrain first)."""
+    check_benchmark(methods, forget, seeds, overrides, holdout)
     return [[prepare(ws, RunRequest.parse(name, forget, (overrides or {}).get(name), seed, holdout))
              for name in [REFERENCE] + [m for m in methods if m != REFERENCE]] for seed in seeds]
 
