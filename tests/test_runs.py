@@ -205,7 +205,7 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
     assert "[ga] trial 3/3" in capsys.readouterr().err
     report = tmp_path / "TUNING.md"
-    assert main(["tune", "--storage", storage, "--report", str(report)]) == 0
+    assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0
     assert "## GA — forget random:0.1" in report.read_text() and "3 finished trials" in report.read_text()
 
 

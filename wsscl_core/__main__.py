@@ -166,7 +166,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from . import tune
 
     if args.report:
-        atomic_write_text(args.report, tune.tuning_report(args.storage))
+        atomic_write_text(args.report, tune.tuning_report(args.storage, args.trials))
         print(f"wrote {args.report}", file=sys.stderr)
         return
     if args.trials < 1:
@@ -190,12 +190,17 @@ def cmd_tune(args: argparse.Namespace) -> None:
     chosen = {}
     for method in methods:
         study = tune.tune_method(method, args.forget, settings, args.trials, args.storage, seeds, cancel, _trial_line)
-        chosen[method] = tune.best_values(study)
-        print(f"{get_method(method).label}: best mean Avg.Gap {study.best_value:.3f} with {chosen[method]}")
+        best = tune.best_trial(study, args.trials)
+        if best is None:
+            print(f"{get_method(method).label}: no trial finished with a finite Avg.Gap")
+            continue
+        chosen[method] = dict(best.params)
+        print(f"{get_method(method).label}: best mean Avg.Gap {best.value:.3f} (trial {best.number} of the first "
+              f"{args.trials}) with {chosen[method]}")
     for helper in helpers:
         helper.wait()
     if args.write_defaults:
-        tune.write_defaults({m: v for m, v in chosen.items() if v}, scenario)
+        tune.write_defaults(chosen, scenario)
         print(f"wrote the {scenario} defaults of {', '.join(chosen)}", file=sys.stderr)
 
 

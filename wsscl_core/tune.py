@@ -181,12 +181,17 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     return study
 
 
-def best_values(study: Any) -> dict[str, Any]:
-    """The best trial's values, or an empty dict when no trial finished."""
-    try:
-        return dict(study.best_params)
-    except ValueError:
-        return {}
+def best_trial(study: Any, budget: int) -> Any:
+    """The best of the study's first ``budget`` finished trials (None when none has a finite value).
+
+    A study may hold more trials than the budget a comparison uses (the budget was lowered, or one method
+    was explored further); only the first ``budget`` count, so every method is chosen with the same budget.
+    """
+    from optuna.trial import TrialState
+
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)[:budget]
+    finite = [t for t in done if t.value is not None and math.isfinite(t.value)]
+    return min(finite, key=lambda t: t.value) if finite else None
 
 
 def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path = DEFAULTS_FILE) -> None:
@@ -198,8 +203,9 @@ def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path 
     atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
-def tuning_report(storage: Any) -> str:
-    """docs/TUNING.md, generated from the study store: per study its space, trials, best value and values."""
+def tuning_report(storage: Any, budget: int) -> str:
+    """docs/TUNING.md, generated from the study store: per study its space, trials, and the best of the first
+    ``budget`` finished trials (the equal budget the defaults were chosen with)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -208,7 +214,8 @@ def tuning_report(storage: Any) -> str:
              "Every method gets the same number of trials over the search space its config states. A trial's value",
              "is the mean Avg.Gap to Retrain over the tuning settings and split seeds (from "
              f"{TUNING_SEED}, never a reported seed), scored on validation images, never the reported test set.",
-             "Trial 0 of every study is the default at the time the study began.", ""]
+             "Trial 0 of every study is the default at the time the study began. The chosen values are the best of",
+             f"each study's first {budget} finished trials, the same budget for every method.", ""]
     summaries = sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name)
     for summary in summaries:
         if summary.study_name == REFERENCES:
@@ -217,17 +224,17 @@ def tuning_report(storage: Any) -> str:
         attrs = study.user_attrs
         method = attrs.get("method", summary.study_name)
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        finite = [t for t in done if t.value is not None and math.isfinite(t.value)]
         lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}", "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
                   f"{len(done)} finished trials.", "", "| field | search range | trial 0 (old default) | best |",
                   "|---|---|---|---|"]
         first = done[0].params if done else {}
-        best = min(finite, key=lambda t: t.value) if finite else None
+        best = best_trial(study, budget)
         for name, rng in attrs.get("space", {}).items():
             lines.append(f"| {name} | {rng} | {_fmt(first.get(name))} | {_fmt(best.params.get(name)) if best else '—'} |")
         if best is not None:
-            lines += ["", f"Mean Avg.Gap: trial 0 {_fmt(done[0].value)}, best {best.value:.3f} (trial {best.number}). "
+            lines += ["", f"Mean Avg.Gap: trial 0 {_fmt(done[0].value)}, best of the first {budget} {best.value:.3f} "
+                      f"(trial {best.number}). "
                       f"Defaults file now: {tuned_defaults(method, ForgetSpec.parse(attrs.get('forget')).kind) or 'dataclass defaults'}."]
         lines.append("")
     return "\n".join(lines)
