@@ -202,7 +202,9 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     assert len(references) == 1 and next(iter(references)).endswith(":random:0.1:100:val")
     assert main([*argv, "--trials", "3"]) == 0  # resumes: one more trial, Retrain not run again
     study = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
-    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 3  # the resumed study drew a new point
     assert "[ga] trial 3/3" in capsys.readouterr().err
     report = tmp_path / "TUNING.md"
     assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0

@@ -155,9 +155,13 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scenario = ForgetSpec.parse(forget).kind
-    study = optuna.create_study(study_name=study_name(method, forget, settings), storage=storage,
-                                load_if_exists=True, direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=min(5, trials)))
+    name = study_name(method, forget, settings)
+    # the sampler's seed counts the trials already in the store, so a resumed study (or a second worker)
+    # draws new points instead of repeating the first ones
+    known = len(optuna.load_study(study_name=name, storage=storage).trials) if name in optuna.get_all_study_names(
+        storage) else 0
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=known, n_startup_trials=min(5, trials)))
     study.set_user_attr("method", method)
     study.set_user_attr("forget", forget)
     study.set_user_attr("settings", [s.name for s in settings])
