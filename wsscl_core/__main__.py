@@ -187,16 +187,17 @@ def cmd_tune(args: argparse.Namespace) -> None:
     cache = Path(args.cache_dir)
     settings = tune.open_settings(datasets, args.checkpoint, cache, args.device, args.data_root)
     cancel = _cancel_on_interrupt()
+    storage = tune.open_storage(args.storage)
     chosen = {}
     for method in methods:
-        study = tune.tune_method(method, args.forget, settings, args.trials, args.storage, seeds, cancel, _trial_line)
+        study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line)
         best = tune.best_trial(study, args.trials)
         if best is None:
             print(f"{get_method(method).label}: no trial finished with a finite Avg.Gap")
             continue
         chosen[method] = dict(best.params)
-        print(f"{get_method(method).label}: best mean Avg.Gap {best.value:.3f} (trial {best.number} of the first "
-              f"{args.trials}) with {chosen[method]}")
+        print(f"{get_method(method).label}: best mean Avg.Gap {best.value:.3f} (trial #{best.number}, the best of "
+              f"the first {args.trials} finished) with {chosen[method]}")
     for helper in helpers:
         helper.wait()
     if args.write_defaults:

@@ -145,6 +145,18 @@ def _default_trial(method: str, scenario: str) -> dict[str, Any]:
     return {name: getattr(cfg, name) for name in get_method(method).config_cls.SEARCH_SPACE}
 
 
+def open_storage(url: str) -> Any:
+    """The study store for ``url``, with a heartbeat: a trial whose worker died (killed, machine lost) is
+    marked failed after a grace period instead of staying "running" for ever."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+
+
 def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: int, storage: Any,
                 seeds: list[int], cancel: CancelFlag | None = None,
                 on_trial: Callable[[str, int, int, float, float, float], None] | None = None) -> Any:
