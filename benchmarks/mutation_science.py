@@ -14,8 +14,8 @@ mutated, and nothing here runs in CI or in the normal ``pytest`` run. The result
 
 Scope, in priority order: ``wsscl_core/saliency.py``, ``wsscl_core/metrics.py``, from
 ``wsscl_core/engine.py`` only the masked update, the learning-rate schedule, the optimiser's
-set-up and step inside ``run_phases`` and the augmentation (every other engine line sits between
-``# pragma: no mutate start`` and ``end`` in the copy), then ``wsscl_core/methods/``. mutmut 3
+set-up and step inside ``run_phases`` and the augmentation (every other engine line gets a
+``# pragma: no mutate`` in the copy), then ``wsscl_core/methods/``. mutmut 3
 never mutates a decorated function, so the bodies of the ``@register`` method functions and the
 ``@torch.no_grad`` predictors are outside any run; the hand mutations listed in docs/MUTATION.md
 cover them.
@@ -29,11 +29,13 @@ from.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tokenize
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,6 +57,7 @@ ENGINE_SPANS = [
     (r"^        named = \[\(n, p\) for n, p in model\.named_parameters\(\)", r"weight_decay=0\.0\)$"),
     (r"^                    for group in opt\.param_groups:", r"^                    opt\.step\(\)$"),
 ]
+SKIP_MARK = "(outside the mutated engine spans)"
 # Appended to the copied conftest: the digits original is trained once per process (conftest may be
 # re-imported by each pytest session, so the cache lives in a module of its own), and mutants fork from
 # the process that ran the clean tests.
@@ -88,21 +91,28 @@ def _span_lines(lines: list[str], first: str, last: str) -> range:
     return range(start, end + 1)
 
 
+def _lines_inside_strings(source: str) -> set[int]:
+    """0-based lines that end inside a multi-line string (a comment there would join the string)."""
+    inside: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.end[0] > tok.start[0] and tok.type != tokenize.NL:
+            inside.update(range(tok.start[0] - 1, tok.end[0] - 1))
+    return inside
+
+
 def restrict_engine(path: Path) -> int:
-    """Wrap every engine line outside ENGINE_SPANS in ``# pragma: no mutate start`` / ``end`` comment lines
-    (spans begin and end on whole statements); returns the number of lines left mutable."""
-    lines = path.read_text().splitlines()
+    """Give every engine line outside ENGINE_SPANS a ``# pragma: no mutate`` carrying SKIP_MARK, which
+    setup.cfg's do_not_mutate_patterns also names: the pragma covers statements, the pattern every
+    expression starting on the line. Returns the number of lines left mutable."""
+    source = path.read_text()
+    lines = source.splitlines()
     keep = set().union(*(_span_lines(lines, first, last) for first, last in ENGINE_SPANS))
-    out, skipping = ["# pragma: no mutate start"], True
-    for i, line in enumerate(lines):
-        if (i in keep) == skipping and line.strip():
-            indent = line[:len(line) - len(line.lstrip())]
-            out.append(f"{indent}# pragma: no mutate {'end' if skipping else 'start'}")
-            skipping = not skipping
-        out.append(line)
-    if skipping:
-        out.append("# pragma: no mutate end")
-    path.write_text("\n".join(out) + "\n")
+    inside = _lines_inside_strings(source)
+    marked = [line if i in keep or i in inside or not line.strip() or line.lstrip().startswith("#")
+              else f"{line}  # pragma: no mutate {SKIP_MARK}" for i, line in enumerate(lines)]
+    text = "\n".join(marked) + "\n"
+    compile(text, str(path), "exec")
+    path.write_text(text)
     return len(keep)
 
 
@@ -127,6 +137,7 @@ def prepare(scopes: list[str]) -> None:
         "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in TESTS) +
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -W\n    ignore::UserWarning\n"
         "also_copy =\n    pytest.ini\n"
+        f"do_not_mutate_patterns =\n    {re.escape(SKIP_MARK)}\n"
     )
 
 
