@@ -12,7 +12,7 @@ from wsscl_core.workspace import Workspace, open_workspace, train_original
 
 torch.set_num_threads(1)  # small models, shared CPUs: one thread avoids oversubscription stalls
 
-DIGITS_RECIPE = TrainRecipe(epochs=12, lr=0.05, batch_size=64)
+DIGITS_RECIPE = TrainRecipe(epochs=12, lr=0.05, batch_size=64, augment=True)  # a quick, well-generalising tiny original
 
 
 @pytest.fixture(scope="session")

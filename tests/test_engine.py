@@ -5,6 +5,7 @@ import threading
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from wsscl_core.engine import (Phase, Round, StepOutput, TrainRecipe, augment_batch, cross_entropy_loss,
                                run_phases)
@@ -17,15 +18,42 @@ def _fresh(digits, seed=0):
     return build_model("compact", digits.channels, digits.num_classes, digits.mean, digits.std)
 
 
+def _matching_transforms(x: torch.Tensor, out: torch.Tensor, padding: int) -> list[tuple[int, int, bool]]:
+    """For each image (pixels all distinct), the one (dy, dx, flipped) crop of its zero-padded copy that ``out`` is."""
+    _, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    found = []
+    for i in range(len(x)):
+        crops = {(dy, dx): padded[i, :, dy:dy + h, dx:dx + w] for dy in range(2 * padding + 1)
+                 for dx in range(2 * padding + 1)}
+        hits = [(dy, dx, flip) for (dy, dx), crop in crops.items() for flip in (False, True)
+                if torch.equal(out[i], crop.flip(2) if flip else crop)]
+        assert len(hits) == 1, f"image {i} is no shifted/flipped copy of its input"
+        found.append(hits[0])
+    return found
+
+
 def test_augment_is_a_shifted_and_flipped_copy():
-    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
-    g = torch.Generator().manual_seed(0)
-    out = augment_batch(x, padding=1, flip=True, generator=g)
-    assert out.shape == x.shape
-    for i in range(2):
-        # every output pixel is either padding (0) or a pixel of the same image
-        assert set(out[i].unique().tolist()) <= set(x[i].unique().tolist()) | {0.0}
+    """Pixels all distinct and non-zero: each output is one crop of its zero-padded image, maybe mirrored,
+    so its non-zero pixels are a sub-multiset of the input's; over 200 images every offset and both
+    flips occur, and the batch changes."""
+    x = torch.rand(200, 2, 5, 6, generator=torch.Generator().manual_seed(0)) + 1
+    g = torch.Generator().manual_seed(1)
+    out = augment_batch(x, padding=2, flip=True, generator=g)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    transforms = _matching_transforms(x, out, padding=2)
+    assert {dy for dy, _, _ in transforms} == {dx for _, dx, _ in transforms} == set(range(5))
+    assert {flip for _, _, flip in transforms} == {False, True}
+    for i in range(len(x)):
+        values, counts = out[i][out[i] != 0].unique(return_counts=True)
+        assert torch.all(counts == 1) and torch.isin(values, x[i]).all()
+    shifted = _matching_transforms(x, augment_batch(x, 1, False, g), padding=1)
+    assert {flip for _, _, flip in shifted} == {False} and len({(dy, dx) for dy, dx, _ in shifted}) == 9
+    mirrored = _matching_transforms(x, augment_batch(x, 0, True, g), padding=0)
+    assert {flip for _, _, flip in mirrored} == {False, True}
     assert torch.equal(augment_batch(x, 0, False, g), x)
+    same_seed = [augment_batch(x, 2, True, torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(*same_seed), "the run's generator alone decides the crops and flips"
 
 
 def test_same_seed_same_result_on_cpu(digits):

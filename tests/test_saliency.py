@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.engine import to_float
 from wsscl_core.errors import WssclError
-from wsscl_core.saliency import (GRADIENT_CHUNK, SOFT_NORMALISATIONS, compute_saliency, forget_gradients, hard_mask,
-                                 layer_summaries, soft_mask)
+from wsscl_core.saliency import (DEFAULT_SOFT_NORMALISATION, GRADIENT_CHUNK, SOFT_NORMALISATIONS, compute_saliency,
+                                 forget_gradients, hard_mask, layer_summaries, soft_mask)
 
 
 @pytest.fixture(scope="module")
@@ -93,17 +93,40 @@ def test_literal_soft_mask_is_eq4():
 
 @pytest.mark.parametrize("normalisation", sorted(SOFT_NORMALISATIONS))
 def test_soft_masks_are_in_unit_range_with_the_gradient_shapes(grads, normalisation):
+    """Eq. 4, |2σ(g/c) − 1| = tanh(|g| / 2c), on the real saliency: c = 1 (literal), the mean |g| over all
+    weights (global) or of the tensor (per-tensor); density is the literal mask times one factor, clipped
+    at 1, with mean 0.5."""
     mask = soft_mask(grads, normalisation)
     assert {n: m.shape for n, m in mask.items()} == {n: g.shape for n, g in grads.items()}
     flat = torch.cat([m.flatten() for m in mask.values()])
     assert float(flat.min()) >= 0.0 and float(flat.max()) <= 1.0
+    overall = float(torch.cat([g.abs().flatten() for g in grads.values()]).mean())
+    if normalisation == "density":
+        literal = torch.cat([(2 * torch.sigmoid(g.flatten()) - 1).abs() for g in grads.values()])  # Eq. 4 as written
+        unclipped = (flat < 1) & (literal > 0)
+        factor = flat[unclipped] / literal[unclipped]
+        torch.testing.assert_close(factor, torch.full_like(factor, float(factor.median())), rtol=1e-4, atol=0)
+        assert torch.all(literal[flat == 1] * float(factor.median()) >= 1 - 1e-4)
+        assert float(flat.mean()) == pytest.approx(0.5, abs=1e-3)
+        return
+    for name, g in grads.items():
+        scale = {"literal": 1.0, "global": overall, "per-tensor": float(g.abs().mean())}[normalisation]
+        torch.testing.assert_close(mask[name], torch.tanh(g.abs() / (2 * scale)), msg=name)
 
 
 def test_normalised_soft_masks_fix_the_vanishing_literal_mask(grads):
+    """Literal Eq. 4 is near zero on a trained net; the global mask gives a weight with the mean |g|
+    tanh(1/2) ≈ 0.46 and orders all weights like |g|."""
     mean = {n: float(torch.cat([m.flatten() for m in soft_mask(grads, n).values()]).mean())
             for n in SOFT_NORMALISATIONS}
     assert mean["density"] == pytest.approx(0.5, abs=1e-3)
     assert mean["literal"] < 0.05 < mean["global"]
+    magnitude = torch.cat([g.abs().flatten() for g in grads.values()])
+    mask = torch.cat([m.flatten() for m in soft_mask(grads, "global").values()])
+    assert torch.all(mask[magnitude.argsort()].diff() >= -1e-6)  # up to float32 rounding of σ
+    typical = (magnitude - magnitude.mean()).abs().argmin()
+    assert float(mask[typical]) == pytest.approx(np.tanh(0.5), abs=1e-3)
+    assert float(mask.max() - mask.min()) > 0.5
 
 
 def test_soft_mask_rejects_an_unknown_normalisation(grads):
@@ -133,3 +156,9 @@ def test_compute_saliency_bundles_everything(digits_trained, digits, split):
     assert [layer.name for layer in result.layers] == names
     density = torch.cat([m.flatten() for m in result.hard.values()]).mean()
     assert float(density) == pytest.approx(0.3, abs=1e-4)
+    for name, soft in soft_mask(result.grads, "per-tensor").items():
+        torch.testing.assert_close(result.soft[name], soft)
+    defaults = compute_saliency(digits_trained[0], digits, split)
+    assert float(torch.cat([m.flatten() for m in defaults.hard.values()]).mean()) == pytest.approx(0.5, abs=1e-4)
+    for name, soft in soft_mask(defaults.grads, DEFAULT_SOFT_NORMALISATION).items():
+        torch.testing.assert_close(defaults.soft[name], soft)
