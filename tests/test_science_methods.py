@@ -382,6 +382,7 @@ CHANGES = [
     ("cl", "num_negatives", 7, 128, "random:0.1"),
     ("cl", "target_classes", "retain", "all", "class:3"),
     ("cl", "target_classes", "retain", "all", "class:3", {"stage1_epochs": 0}),
+    ("cl", "target_classes", "retain", "all", "class:3", {"stage2_epochs": 0}),
     ("wscl", "mask_ratio", 0.3, 0.5, "random:0.1"),
     ("wsscl", "mask_normalisation", "global", "per-tensor", "random:0.1"),
 ]
@@ -462,6 +463,9 @@ def test_bounds_that_are_allowed(method, overrides):
     ("cl", {"tau": 0.0}, "tau must be positive"), ("cl", {"retain_ratio": 0.0}, "retain_ratio must be positive"),
     ("cl", {"stage1_epochs": 0, "stage2_epochs": 0}, "^Both stages are switched off"),
     ("ft", {"lr": float("inf")}, "lr must be a finite number"), ("ft", {"epochs": 0}, "epochs must be at least 1"),
+    ("ft", {"lr": 0.0}, "Learning rate lr must be in"),
+    # fields after a text one are still checked
+    ("cl", {"batch_size": 0}, "batch_size must be at least 1"), ("cl", {"weight_decay": float("nan")}, "finite"),
 ])
 def test_bounds_that_are_refused(method, overrides, message):
     with pytest.raises(WssclError, match=message):
