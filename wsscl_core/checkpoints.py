@@ -128,6 +128,26 @@ def detect_architecture(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+# The SalUn reference code's models carry their input normalisation as buffers of a ``normalize`` module.
+_NORMALISE_KEYS = ("normalize.mean", "normalize.std")
+
+
+def take_input_normalisation(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                       list[float] | None, list[float] | None]:
+    """Split ``normalize.mean`` / ``normalize.std`` buffers (one value per input channel) from a state dict:
+    they become the model's input normalisation instead of weights to load."""
+    present = [k for k in _NORMALISE_KEYS if k in state]
+    if not present:
+        return state, None, None
+    if len(present) == 1:
+        raise WssclError(f"The checkpoint has {present[0]} but not its pair; its input normalisation is incomplete.")
+    mean, std = (state[k].detach().float().flatten().tolist() for k in _NORMALISE_KEYS)
+    if len(mean) != len(std) or not all(v > 0 for v in std):
+        raise WssclError(f"The checkpoint's input normalisation is not usable (normalize.mean {mean}, "
+                         f"normalize.std {std}).")
+    return {k: v for k, v in state.items() if k not in _NORMALISE_KEYS}, mean, std
+
+
 def _shape_report(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -159,6 +179,7 @@ def model_from_state(state: dict[str, torch.Tensor], meta: dict, *, dataset: Dat
     architecture comes from ``model_name`` or is detected from its keys, and classes/channels
     come from ``dataset``. Any mismatch raises :class:`WssclError` naming the keys and shapes.
     """
+    state, buffer_mean, buffer_std = take_input_normalisation(state)
     detected = detect_architecture(state)
     arch = model_name or meta.get("model") or detected
     if arch is None:
@@ -176,6 +197,11 @@ def model_from_state(state: dict[str, torch.Tensor], meta: dict, *, dataset: Dat
         num_classes, channels, mean, std = meta["num_classes"], meta["in_channels"], meta.get("mean"), meta.get("std")
     else:
         raise WssclError("This checkpoint carries no metadata; say which dataset it was trained on.")
+    if buffer_mean is not None:
+        if len(buffer_mean) != channels:
+            raise WssclError(f"The checkpoint normalises {len(buffer_mean)} input channel(s) (normalize.mean) but the "
+                             f"images have {channels}.")
+        mean, std, meta = buffer_mean, buffer_std, {k: v for k, v in meta.items() if k not in ("mean", "std")}
     hint = ""
     if detected and detected != arch:
         hint = f" (its keys look like a '{detected}' checkpoint)"
