@@ -2,9 +2,9 @@
 
 Streamlit treats a pages/ folder as its older folder navigation until app.py has run once, so a
 first visitor arriving on a deep link (e.g. /model) skips app.py: each page then sends the visit
-through app.py (``shared.enter_page``), which installs this navigation and forwards it.
+through app.py (``session.enter_page``), which installs this navigation and forwards it.
 
-The Home page draws its text and button before importing torch and the library (``pages.shared``):
+The Home page draws its text and button before importing torch and the library (``pages.session``):
 the first visit after the server starts pays that import (~2.5 s on a 2-core CPU) after Home is on screen.
 """
 
@@ -38,16 +38,16 @@ def home() -> None:
              "default settings, then compare with the original on the Compare page. No choices needed.")
     clicked = st.button("Run the default demo", type="primary", disabled=navigation.run_in_progress())
 
-    from pages import shared  # torch and the library, once Home is on screen
+    from pages import cache, session  # torch and the library, once Home is on screen
 
-    shared.start_up()
-    device.info(f"Computing on: **{shared.device_text()}**")
-    if clicked and shared.start_run(shared.default_request()):
+    session.start_up()
+    device.info(f"Computing on: **{session.device_text()}**")
+    if clicked and session.start_run(session.default_request()):
         st.switch_page("pages/unlearn.py")
-    ws = shared.workspace(required=False)
+    ws = session.workspace(required=False)
     if ws is not None:  # also loads the chart library in the browser before the first run's live charts
-        forgotten = shared.DEFAULT_FORGET.classes[0]
-        st.plotly_chart(shared.stage1_example(shared.workspace_key(), ws, forgotten), key="stage1_example")
+        forgotten = session.DEFAULT_FORGET.classes[0]
+        st.plotly_chart(cache.stage1_example(ws, forgotten), key="stage1_example")
         st.caption("Stage 1 moves the forget set's outputs from the original model's confident answer to "
                    "the uniform distribution over the classes that remain; stage 2 then repairs the retained data.")
 
@@ -57,13 +57,14 @@ pages = [
     st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
     st.Page("pages/unlearn.py", title="Unlearn", icon=":material/cleaning_services:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/methods.py", title="Methods", icon=":material/leaderboard:"),
     st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
 ]
 page = st.navigation(pages)
 st.session_state[navigation.NAVIGATION_READY] = True
 navigation.forward_deep_link()
 if "jobs" in st.session_state:  # a run was started, so the library is loaded
-    from pages import shared
+    from pages import widgets
 
-    shared.sidebar_status()
+    widgets.sidebar_status()
 page.run()

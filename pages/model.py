@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages import shared
+from pages import cache, session, widgets
 from wsscl_core.studio import plots
 from wsscl_core.data import DATASETS, DEFAULT_DATASET
 from wsscl_core.engine import TrainRecipe
@@ -10,26 +10,26 @@ from wsscl_core.errors import WssclError
 from wsscl_core.studio.jobs import train_work
 from wsscl_core.models import MODEL_HELP, MODELS
 
-shared.enter_page(__file__)
+session.enter_page(__file__)
 
 st.title("Model")
-jobs = shared.jobs()
+jobs = session.jobs()
 
 job = jobs.current
 if job is not None and job.kind == "train" and job.status == "done" and st.session_state.get("adopted") != job.number:
     st.session_state.adopted = job.number
-    shared.use_workspace(job.result, f"trained:{job.number}")
+    session.use_workspace(job.result, f"trained:{job.number}")
 
-ws = shared.workspace(required=False)
+ws = session.workspace(required=False)
 if ws is not None:
-    test_accuracy, per_class = shared.test_scores(shared.workspace_key(), ws)
+    test_accuracy, per_class = cache.test_scores(ws)
     cols = st.columns(4)
     cols[0].metric("Dataset", ws.data.name)
     cols[1].metric("Architecture", ws.model_name)
     cols[2].metric("Train / test images", f"{len(ws.data.train)} / {len(ws.data.test)}")
     cols[3].metric("Test accuracy", f"{test_accuracy:.1f} %")
     st.plotly_chart(plots.per_class_bar(per_class, ws.data.classes), key="per_class")
-    images, captions = shared.test_samples(shared.workspace_key(), ws)
+    images, captions = cache.test_samples(ws)
     st.caption("Test images with the model's prediction")
     st.image(images, caption=captions, width=84)
 
@@ -40,7 +40,7 @@ with shipped:
     st.write("The shipped compact CNN, trained on the shipped class-balanced Fashion-MNIST subset.")
     if st.button("Use the shipped model", disabled=st.session_state.get("workspace_key") == "default"):
         try:
-            shared.use_workspace(shared.default_workspace(), "default")
+            session.use_workspace(cache.default_workspace(), "default")
             st.rerun()
         except WssclError as exc:
             st.error(str(exc))
@@ -52,15 +52,15 @@ with train:
     model_name = right.selectbox("Architecture", list(MODELS), format_func=lambda m: f"{m} — {MODEL_HELP[m]}",
                                  key="train_model", persist_state="session")
     with st.expander("Training recipe"):
-        recipe_values = shared.config_inputs(TrainRecipe(), "recipe")
+        recipe_values = widgets.config_inputs(TrainRecipe(), "recipe")
     if st.button("Train", type="primary", key="train_button"):
         try:
             jobs.start("train", f"Training {model_name} on {dataset_name}",
-                       train_work(shared.dataset(dataset_name), model_name, TrainRecipe(**recipe_values)))
+                       train_work(cache.dataset(dataset_name), model_name, TrainRecipe(**recipe_values)))
         except (WssclError, TypeError, ValueError) as exc:
             st.error(str(exc))
     if jobs.current is not None and jobs.current.kind == "train":
-        shared.job_panel(jobs.current)
+        widgets.job_panel(jobs.current)
 
 with upload:
     limit_mb = st.get_option("server.maxUploadSize")
@@ -73,5 +73,5 @@ with upload:
                                      "weights_only=True: tensors and plain data only, never code.")
     if uploaded is not None and st.button("Load this checkpoint", type="primary"):
         architecture = None if upload_model == "detect from the file" else upload_model
-        if shared.adopt_upload(uploaded.getvalue(), upload_dataset, architecture):
+        if session.adopt_upload(uploaded.getvalue(), upload_dataset, architecture):
             st.rerun()

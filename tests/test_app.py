@@ -3,6 +3,7 @@
 import json
 import pickle
 import time
+from concurrent.futures import Future
 import tomllib
 from pathlib import Path
 
@@ -18,9 +19,21 @@ TIMEOUT = 120
 
 
 @pytest.fixture(autouse=True)
-def no_umap_warm_up(monkeypatch):
-    """UMAP's minute of compilation is not what these tests are about; PCA is shown meanwhile."""
+def no_umap_worker(monkeypatch):
+    """No UMAP worker process in these tests: UMAP requests stay pending (PCA is shown meanwhile), unless a
+    test resolves them (``umap_requests``)."""
     monkeypatch.setattr(embed, "start_warm_up", lambda: None)
+    requests = []
+
+    def pending(features, reference="before"):
+        future = Future()
+        requests.append((future, features))
+        return future
+
+    monkeypatch.setattr(embed, "submit_umap", pending)
+    yield requests
+    for future, _ in requests:
+        future.cancel()
 
 
 def make_app(ws, page: str | None = None) -> AppTest:
@@ -207,9 +220,9 @@ def upload_app(payload: bytes, model_name: str | None = None) -> AppTest:
     def script(payload: bytes, model_name: str | None) -> None:
         import streamlit as st
 
-        from pages import shared
+        from pages import session
 
-        if shared.adopt_upload(payload, "digits", model_name):
+        if session.adopt_upload(payload, "digits", model_name):
             st.success("loaded")
 
     at = AppTest.from_function(script, args=(payload, model_name), default_timeout=TIMEOUT)

@@ -10,7 +10,7 @@ import torch
 from wsscl_core.data import ForgetSpec
 from wsscl_core.engine import Phase, ProgressEvent, Round, StepOutput, check_cancel, run_phases
 from wsscl_core.errors import WssclError
-from wsscl_core.studio.jobs import Job, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
+from wsscl_core.studio.jobs import Job, QueuedJob, SessionJobs, UnlearnRequest, prepare_run, saliency_work, unlearn_work
 
 CLASS_3 = ForgetSpec("class", (3,))
 
@@ -184,3 +184,96 @@ def test_job_threads_do_not_pile_up():
     for value in range(5):
         jobs.start("unlearn", "quick", lambda job, v=value: v).wait(2)
     assert threading.active_count() <= baseline
+
+
+# --------------------------------------------------------------------------- queues, per-kind history, saliency
+
+def test_a_queue_runs_one_after_the_other_in_order():
+    order, gate = [], threading.Event()
+
+    def step(name, wait=False):
+        def work(job: Job):
+            if wait:
+                gate.wait(5)
+            order.append(name)
+            return name
+        return work
+
+    jobs = SessionJobs(heartbeat_timeout_s=None)
+    first = jobs.start_queue([QueuedJob("unlearn", "a", step("a", wait=True)), QueuedJob("unlearn", "b", step("b")),
+                              QueuedJob("unlearn", "c", step("c"))])
+    assert jobs.busy and jobs.batch_position == (1, 3) and [q.title for q in jobs.queue] == ["b", "c"]
+    with pytest.raises(WssclError, match="still running"):
+        jobs.start("unlearn", "other", step("x"))
+    gate.set()
+    assert first.wait(5)
+    deadline = time.monotonic() + 5
+    while jobs.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert order == ["a", "b", "c"] and jobs.results("unlearn") == ["a", "b", "c"]
+    assert not jobs.busy and jobs.current.title == "c"
+
+
+@pytest.mark.parametrize("ending", ["stop", "failure"])
+def test_a_stopped_or_failed_run_drops_the_rest_of_its_queue(ending):
+    ran = []
+
+    def first(job: Job):
+        if ending == "failure":
+            raise WssclError("bad settings")
+        _idle_until_cancelled(job)
+
+    jobs = SessionJobs(heartbeat_timeout_s=None)
+    job = jobs.start_queue([QueuedJob("unlearn", "first", first),
+                            QueuedJob("unlearn", "second", lambda job: ran.append("second"))])
+    if ending == "stop":
+        jobs.stop()
+    assert job.wait(5)
+    time.sleep(0.1)
+    assert ran == [] and not jobs.queue and not jobs.busy and jobs.current is job
+    assert job.status == ("cancelled" if ending == "stop" else "failed")
+
+
+def test_history_is_kept_per_kind():
+    jobs = SessionJobs(history_size=2)
+    jobs.start("unlearn", "run", lambda job: "run").wait(2)
+    for value in range(4):
+        jobs.start("saliency", "saliency", lambda job, v=value: v).wait(2)
+    assert jobs.results("unlearn") == ["run"] and jobs.results("saliency") == [2, 3]
+    assert [j.kind for j in jobs.history] == ["unlearn", "saliency", "saliency"]
+
+
+def test_saliency_job_gives_the_forget_gradients(digits_workspace):
+    from wsscl_core.data import make_forget_split
+    from wsscl_core.saliency import forget_gradients
+
+    split = make_forget_split(digits_workspace.data.train.labels, CLASS_3)
+    job = SessionJobs(heartbeat_timeout_s=None).start("saliency", "s", saliency_work(digits_workspace, split, "ws"))
+    assert job.wait(60) and job.status == "done", job.error
+    assert job.events and all(e.stage == "Saliency" for e in job.events)
+    expected = forget_gradients(digits_workspace.original, digits_workspace.data, split.forget)
+    assert job.result.spec == CLASS_3 and job.result.workspace_id == "ws"
+    for name, grad in expected.items():
+        torch.testing.assert_close(job.result.grads[name], grad)
+
+
+def test_saliency_job_stops(digits_workspace):
+    from wsscl_core.data import make_forget_split
+
+    split = make_forget_split(digits_workspace.data.train.labels, ForgetSpec("random", fraction=0.9))
+    job = Job("saliency", "s", saliency_work(digits_workspace, split, "ws"), None)
+    job.stop()  # pressed before the first chunk: the computation must not run to the end
+    job.start()
+    assert job.wait(5) and job.status == "cancelled" and job.result is None
+
+
+def test_the_reference_loader_is_asked_once_when_retrain_was_not_asked_for(digits_workspace):
+    calls = []
+
+    def shipped():
+        calls.append(1)
+        return None  # no file for this split: the record simply has no Retrain
+
+    prepared = prepare_run(digits_workspace, UnlearnRequest(CLASS_3, "ft", {"epochs": 1}))
+    job = SessionJobs(heartbeat_timeout_s=None).start("unlearn", "ft", unlearn_work(digits_workspace, prepared, shipped))
+    assert job.wait(120) and job.status == "done" and calls == [1] and job.result.retrain is None

@@ -523,6 +523,27 @@ def detect_architecture(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+# The SalUn reference code's models carry their input normalisation as buffers of a ``normalize`` module.
+_NORMALISE_KEYS = ("normalize.mean", "normalize.std")
+
+
+def take_input_normalisation(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                       list[float] | None, list[float] | None]:
+    """Split ``normalize.mean`` / ``normalize.std`` buffers (one value per input channel) from a state dict:
+    they become the model's input normalisation instead of weights to load."""
+    present = [k for k in _NORMALISE_KEYS if k in state]
+    if not present:
+        return state, None, None
+    if len(present) == 1:
+        raise WssclError(f"The checkpoint has {present[0]} but not its pair; its input normalisation is incomplete.")
+    mean, std = (state[k].detach().float().flatten().tolist() for k in _NORMALISE_KEYS)
+    if len(mean) != len(std) or not all(v > 0 and math.isfinite(v) for v in std) \
+            or not all(math.isfinite(v) for v in mean):
+        raise WssclError(f"The checkpoint's input normalisation is not usable (normalize.mean {mean}, "
+                         f"normalize.std {std}).")
+    return {k: v for k, v in state.items() if k not in _NORMALISE_KEYS}, mean, std
+
+
 def _shape_report(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -562,6 +583,7 @@ def model_from_state(state: dict[str, torch.Tensor], meta: dict, *, dataset: Dat
     come from ``dataset``. The metadata is checked with :func:`validate_metadata`; any mismatch
     raises :class:`WssclError` naming the keys and shapes.
     """
+    state, buffer_mean, buffer_std = take_input_normalisation(state)
     validate_metadata(meta, state)
     detected = detect_architecture(state)
     arch = model_name or meta.get("model") or detected
@@ -587,6 +609,11 @@ def model_from_state(state: dict[str, torch.Tensor], meta: dict, *, dataset: Dat
                              "it was trained on.")
     else:
         raise WssclError("This checkpoint carries no metadata; say which dataset it was trained on.")
+    if buffer_mean is not None:
+        if len(buffer_mean) != channels:
+            raise WssclError(f"The checkpoint normalises {len(buffer_mean)} input channel(s) (normalize.mean) but the "
+                             f"images have {channels}.")
+        mean, std, meta = buffer_mean, buffer_std, {k: v for k, v in meta.items() if k not in ("mean", "std")}
     hint = ""
     if detected and detected != arch:
         hint = f" (its keys look like a '{detected}' checkpoint)"

@@ -1,10 +1,19 @@
 """2-D views of penultimate features: one space for every model, fitted on the original ("before").
 
 UMAP is fitted on the original model's features and the other models' features are
-*transformed* into that space, so positions are comparable across panels. UMAP's first fit in
-a process spends about a minute compiling (numba); :func:`start_warm_up` pays that at start-up
-in a separate worker process (which then does every UMAP fit), and until it is done
-:func:`aligned_embedding` uses PCA.
+*transformed* into that space, so positions are comparable across panels. A model that was not
+fine-tuned from the original (Retrain, trained from scratch) has features in a basis of its own;
+:func:`align_features` first maps them into the original's feature space by a linear map fitted on
+retained images only, so that the forget samples' positions say where that model puts them
+relative to the classes it kept.
+
+UMAP runs in one separate worker process (numba compilation holds the GIL). Its neighbour graph
+comes from exact distances computed with numpy (``metric="precomputed"``), which skips
+pynndescent, whose compilation cannot be cached; the rest of UMAP's numba code is cached on disk
+(:func:`enable_numba_cache`), so a fresh server's worker loads it instead of compiling it again.
+:func:`start_warm_up` starts the worker and loads (or, the first time on a machine, compiles) that
+code in the background; :func:`submit_umap` queues a fit without blocking the page, which shows PCA
+until the result is there.
 """
 
 from __future__ import annotations
@@ -12,10 +21,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
+import types
+import warnings
+from contextlib import contextmanager
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -51,19 +65,39 @@ def stratified_sample(labels: torch.Tensor | np.ndarray, forget: torch.Tensor | 
 
 @dataclass
 class ModelView:
-    """What a model says about the sampled images: features and predicted classes."""
+    """What a model says about the sampled images: features, class probabilities and predicted classes."""
 
     features: np.ndarray
     predictions: np.ndarray
+    probabilities: np.ndarray | None = None
 
 
 def model_view(model: Classifier, images: torch.Tensor) -> ModelView:
-    """Penultimate features and predictions of ``model`` on ``images`` (uint8, any device)."""
+    """Penultimate features, softmax probabilities and predictions of ``model`` on ``images`` (uint8, any device)."""
     features = predict_features(model, images)
     head = model.output_layer()
     with torch.no_grad():  # the head on the features: one forward pass instead of two
-        predictions = head(features.to(next(head.parameters()).device)).argmax(1).cpu()
-    return ModelView(features.numpy(), predictions.numpy())
+        logits = head(features.to(next(head.parameters()).device)).float().cpu()
+    return ModelView(features.numpy(), logits.argmax(1).numpy(), torch.softmax(logits, 1).numpy())
+
+
+def align_features(source: np.ndarray, target: np.ndarray, fit_rows: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """``source`` features mapped into ``target``'s space by the affine least-squares map fitted on ``fit_rows``.
+
+    For a model trained separately from the original (Retrain), whose feature basis is its own:
+    the map is fitted on retained images only (both models were trained on them), then applied to
+    every image, so a forget image lands where that model's features put it among the retained ones.
+    ``ridge`` (relative to the mean squared feature) keeps the fit stable when features outnumber rows.
+    """
+    source, target = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    rows = np.asarray(fit_rows)
+    x = np.hstack([source, np.ones((len(source), 1))])
+    a, b = x[rows], target[rows]
+    penalty = ridge * max(float(np.mean(a[:, :-1] ** 2)), 1e-12) * len(a)
+    regulariser = np.eye(x.shape[1]) * penalty
+    regulariser[-1, -1] = 0.0  # the offset is not shrunk
+    weights = np.linalg.solve(a.T @ a + regulariser, a.T @ b)
+    return (x @ weights).astype(np.float32)
 
 
 @dataclass
@@ -80,45 +114,90 @@ _warm = threading.Event()
 warm_up_seconds: float | None = None
 
 
-def _fit_umap(features: np.ndarray):
+def enable_numba_cache() -> int:
+    """Cache UMAP's and pynndescent's compiled numba code on disk; returns how many functions were switched.
+
+    Most of their jitted functions are declared without ``cache=True``, so every new process
+    compiles them again. Switching caching on for each dispatcher before its first call makes numba
+    write the machine code next to the sources (or, where that is read-only, in its user-wide cache
+    directory, or in ``NUMBA_CACHE_DIR`` when set) and load it in later processes. A function numba
+    cannot cache is compiled as before.
+    """
+    import umap  # noqa: F401  (imports pynndescent too)
+    from numba.core.dispatcher import Dispatcher
+
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(("umap", "pynndescent")) or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher) and type(value._cache).__name__ == "NullCache":
+                try:
+                    value.enable_caching()
+                    switched += 1
+                except Exception:  # a function numba cannot cache (e.g. no source file): compiled as before
+                    pass
+    return switched
+
+
+def _fit_umap(distances: np.ndarray):
+    """UMAP on a precomputed (n, n) distance matrix of the reference features.
+
+    200 layout epochs instead of 500: the picture is settled by then and the fit takes ~2.5x less
+    time. Exact distances from numpy replace the approximate neighbour search (pynndescent), whose
+    numba code takes a function argument and so is compiled again in every process (most of the
+    old warm-up's minute); for the ≤ 2,000 points of a view the full matrix is small.
+    """
     import umap
 
-    n_neighbors = int(min(15, max(2, len(features) - 1)))
-    # 200 layout epochs instead of 500: the picture is settled by then and the fit takes ~2.5x less time.
-    # The approximate neighbour search: below 4,096 points umap-learn otherwise computes exact distances
-    # by calling its metric from Python for every pair (measured: 20 s instead of 2 s for 2,000 points).
+    n_neighbors = int(min(15, max(2, len(distances) - 1)))
     return umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, n_epochs=200, random_state=0, n_jobs=1,
-                     force_approximation_algorithm=True).fit(features)
+                     metric="precomputed").fit(distances)
+
+
+WARM_UP_POINTS = 300  # the code paths do not depend on the number of points once the neighbours are precomputed
 
 
 def warm_up() -> float:
-    """Compile UMAP's numba code on random data shaped like a real view (fit on MAX_POINTS points of
-    UMAP_INPUT_DIMS dimensions, then a transform): a smaller warm-up leaves code paths uncompiled."""
+    """Load (or compile) UMAP's numba code on random data: a fit and a transform, through the same
+    path as a real view."""
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    _umap_coords({"before": rng.normal(size=(MAX_POINTS, UMAP_INPUT_DIMS)).astype(np.float32),
-                  "after": rng.normal(size=(MAX_POINTS // 4, UMAP_INPUT_DIMS)).astype(np.float32)}, "before")
+    _umap_coords({"before": rng.normal(size=(WARM_UP_POINTS, UMAP_INPUT_DIMS)).astype(np.float32),
+                  "after": rng.normal(size=(WARM_UP_POINTS // 3, UMAP_INPUT_DIMS)).astype(np.float32)}, "before")
     return time.perf_counter() - start
 
 
 def _umap_coords(features: dict[str, np.ndarray], reference: str) -> dict[str, np.ndarray]:
     """UMAP fitted on the reference, the others transformed into it; features wider than
-    ``UMAP_INPUT_DIMS`` are first projected by a PCA fitted on the reference (usual UMAP practice:
-    the neighbour search on 50 dimensions instead of 512 is what makes the fit fast)."""
+    ``UMAP_INPUT_DIMS`` are first projected by a PCA fitted on the reference (usual UMAP practice)."""
+    from sklearn.metrics import pairwise_distances
+
     if features[reference].shape[1] > UMAP_INPUT_DIMS:
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=UMAP_INPUT_DIMS, random_state=0).fit(features[reference])
         features = {name: pca.transform(f).astype(np.float32) for name, f in features.items()}
-    reducer = _fit_umap(features[reference])
+    base = features[reference]
+    distances = pairwise_distances(base, base).astype(np.float32)
+    np.fill_diagonal(distances, 0.0)
+    reducer = _fit_umap(distances)
     coords = {reference: reducer.embedding_}
-    coords.update({name: reducer.transform(f) for name, f in features.items() if name != reference})
+    for name, f in features.items():
+        if name != reference:  # a model whose features did not change sits exactly on the reference's points
+            coords[name] = (reducer.embedding_ if np.array_equal(f, base)
+                            else reducer.transform(pairwise_distances(f, base).astype(np.float32)))
     return coords
 
 
 def _serve(tasks: multiprocessing.Queue, results: multiprocessing.Queue) -> None:
     """The worker process's loop: run each ``(fn, args)`` and send back ``(ok, value or message)``."""
     os.nice(WORKER_NICENESS)
+    warnings.filterwarnings("ignore")  # numba's notes on functions it cannot cache, umap's on n_jobs
+    try:
+        enable_numba_cache()
+    except Exception:  # no umap installed: the calls below report it
+        pass
     while True:
         fn, args = tasks.get()
         try:
@@ -141,7 +220,8 @@ class _Worker:
         self._tasks, self._results = context.Queue(), context.Queue()
         self._process = context.Process(target=_serve, args=(self._tasks, self._results), daemon=True,
                                         name="wsscl-umap")
-        self._process.start()
+        with _no_main_script():
+            self._process.start()
         self._lock = threading.Lock()
 
     def call(self, fn: Callable, *args):
@@ -157,6 +237,21 @@ class _Worker:
         if not ok:
             raise RuntimeError(f"UMAP failed in its worker process ({value}).")
         return value
+
+
+@contextmanager
+def _no_main_script():
+    """A spawned process first re-runs its parent's ``__main__`` file; under Streamlit that is the page
+    script (app.py), which must not run again in the worker (it imported the studio and logged warnings
+    there). While the worker starts, ``__main__`` is a module without a file, which spawn skips."""
+    main = sys.modules.get("__main__")
+    placeholder = types.ModuleType("__main__")
+    sys.modules["__main__"] = placeholder
+    try:
+        yield
+    finally:
+        if main is not None and sys.modules.get("__main__") is placeholder:
+            sys.modules["__main__"] = main
 
 
 _worker_lock = threading.Lock()
@@ -216,3 +311,35 @@ def aligned_embedding(features: dict[str, np.ndarray], reference: str = "before"
         coords = {name: reducer.transform(f) for name, f in features.items()}
     return Embedding(projection, reference, {k: np.asarray(v, dtype=np.float32) for k, v in coords.items()},
                      time.perf_counter() - start)
+
+
+def background(fn: Callable, *args) -> Future:
+    """Run ``fn(*args)`` in a daemon thread and return its future (a pending UMAP call never holds up the
+    server's exit, as an executor's threads would)."""
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever reads the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="wsscl-background", daemon=True).start()
+    return future
+
+
+def submit_umap(features: dict[str, np.ndarray], reference: str = "before") -> "Future[Embedding]":
+    """Queue a UMAP embedding in the worker (after its warm-up) and return at once; the page polls the future."""
+    features = {name: np.asarray(f, dtype=np.float32) for name, f in features.items()}
+    return background(aligned_embedding, features, reference, "umap")
+
+
+def view_features(views: dict[str, ModelView], fit_rows: np.ndarray, reference: str = "before",
+                  align: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Each view's features for one embedding; the models named in ``align`` mapped into the reference's
+    feature space first (:func:`align_features`, fitted on ``fit_rows``)."""
+    base = views[reference].features
+    return {name: align_features(v.features, base, fit_rows) if name in align else v.features
+            for name, v in views.items()}

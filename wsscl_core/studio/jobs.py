@@ -1,9 +1,11 @@
 """Background runs for the studio: one worker thread per run, fed by the engine's progress events.
 
-A browser session owns one :class:`SessionJobs`: at most one run at a time, plus a bounded
-history of finished runs (so repeated runs cannot grow memory without bound). The page polls
-a :class:`Job` for its events and status; it never blocks on training. A job whose pages stop
-polling (the tab was closed) cancels itself once its heartbeat is older than a timeout.
+A browser session owns one :class:`SessionJobs`: at most one run at a time, a queue of runs to
+start one after the other (a class demo: WSS-CL, then SalUn, then Retrain), plus a bounded history
+of finished runs per kind (so repeated runs cannot grow memory without bound, and saliency jobs do
+not push unlearning runs out). The page polls a :class:`Job` for its events and status; it never
+blocks on training. A job whose pages stop polling (the tab was closed) cancels itself once its
+heartbeat is older than a timeout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..data import Dataset, ForgetSpec, ForgetSplit
 from ..engine import ProgressEvent, ProgressFn, TrainRecipe, check_cancel
 from ..errors import RunCancelled, WssclError
 from ..runs import PreparedRun, RunRequest, RunResult, execute, prepare
+from ..saliency import forget_gradients
 from ..workspace import Workspace, train_original
 
 log = logging.getLogger(__name__)
@@ -159,33 +162,89 @@ class Job:
                 self._on_finish(self)
 
 
+@dataclass
+class QueuedJob:
+    """A run waiting for the one before it: started by :class:`SessionJobs` when that one succeeds."""
+
+    kind: str
+    title: str
+    work: Callable[[Job], Any]
+
+
 class SessionJobs:
-    """One browser session's runs: at most one at a time, and the last ``history_size`` finished ones."""
+    """One browser session's runs: at most one at a time, a queue of runs to start next, and the last
+    ``history_size`` finished runs of each kind."""
 
     def __init__(self, history_size: int = HISTORY_SIZE, heartbeat_timeout_s: float | None = HEARTBEAT_TIMEOUT_S) -> None:
         """``heartbeat_timeout_s`` None: runs never time out (scripts that do not poll)."""
         self.current: Job | None = None
-        self.history: collections.deque[Job] = collections.deque(maxlen=history_size)
+        self.history_size = history_size
+        self._history: dict[str, collections.deque[Job]] = {}
+        self.queue: collections.deque[QueuedJob] = collections.deque()
+        self.batch_total = 0  # runs in the current queued batch (1 for a single run)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._lock = threading.Lock()
 
     @property
+    def history(self) -> list[Job]:
+        """Finished jobs of every kind, oldest first."""
+        return sorted((job for jobs in self._history.values() for job in jobs), key=lambda job: job.number)
+
+    @property
     def busy(self) -> bool:
-        return self.current is not None and self.current.alive
+        return (self.current is not None and self.current.alive) or bool(self.queue)
+
+    @property
+    def batch_position(self) -> tuple[int, int]:
+        """(which run of the current batch is going, how many the batch has), e.g. (2, 3)."""
+        return self.batch_total - len(self.queue), self.batch_total
 
     def start(self, kind: str, title: str, work: Callable[[Job], Any]) -> Job:
         """Start ``work(job)`` in the background; refuses while another run of this session is going."""
+        return self.start_queue([QueuedJob(kind, title, work)])
+
+    def start_queue(self, items: list[QueuedJob]) -> Job:
+        """Start the first of ``items`` now and each next one when the one before it has succeeded;
+        a run that is stopped or fails drops the rest. Refuses while another run is going."""
+        if not items:
+            raise WssclError("Nothing to run.")
         with self._lock:
             if self.busy:
-                doing = "still stopping" if self.current.stop_requested.is_set() else "still running"
-                raise WssclError(f"“{self.current.title}” is {doing}. Wait for it to finish or press "
-                                 "“Stop training” before starting another run.")
-            self.current = Job(kind, title, work, self.heartbeat_timeout_s, on_finish=self._finished)
-        return self.current.start()
+                doing = ("still stopping" if self.current is not None and self.current.stop_requested.is_set()
+                         else "still running")
+                title = self.current.title if self.current is not None else self.queue[0].title
+                raise WssclError(f"“{title}” is {doing}. Wait for it to finish or press "
+                                 "“Stop” before starting another run.")
+            self.queue = collections.deque(items[1:])
+            self.batch_total = len(items)
+            job = self._launch(items[0])
+        return job
+
+    def _launch(self, item: QueuedJob) -> Job:
+        """Start a job, then make it current (called with the lock held, so its end waits for this): there is
+        no moment at which ``current`` is a job whose thread has not started and ``busy`` reads False."""
+        job = Job(item.kind, item.title, item.work, self.heartbeat_timeout_s, on_finish=self._finished)
+        job.start()
+        self.current = job
+        return job
 
     def _finished(self, job: Job) -> None:
         with self._lock:
-            self.history.append(job)
+            self._history.setdefault(job.kind, collections.deque(maxlen=self.history_size)).append(job)
+            if job is not self.current:
+                return
+            if job.status == "done" and self.queue:
+                self._launch(self.queue.popleft())
+            else:
+                self.queue.clear()
+
+    def stop(self) -> None:
+        """Stop the current run and drop the runs queued after it."""
+        with self._lock:
+            self.queue.clear()
+            current = self.current
+        if current is not None:
+            current.stop()
 
     def touch(self) -> None:
         if self.current is not None:
@@ -193,7 +252,7 @@ class SessionJobs:
 
     def results(self, kind: str) -> list[Any]:
         """Results of this session's successful runs of ``kind``, oldest first."""
-        return [job.result for job in self.history if job.kind == kind and job.status == "done"]
+        return [job.result for job in self._history.get(kind, ()) if job.status == "done"]
 
 
 # --------------------------------------------------------------------------- unlearning runs
@@ -218,7 +277,8 @@ class UnlearnRequest:
 
 @dataclass
 class RunRecord:
-    """A finished unlearning run: the unlearned model, and Retrain when it was asked for (models on the CPU)."""
+    """A finished unlearning run: the unlearned model, and Retrain when it was asked for or shipped
+    (a shipped reference, labelled "Retrain (shipped)"); models on the CPU."""
 
     number: int
     request: UnlearnRequest
@@ -233,6 +293,11 @@ class RunRecord:
 
     def gap(self, reference: RunResult | None = None) -> float | None:
         return self.unlearned.gap_to(reference or self.retrain)
+
+    @property
+    def is_retrain(self) -> bool:
+        """The run itself is Retrain (chosen as the method): it is its own reference."""
+        return self.unlearned.method == "retrain"
 
 
 @dataclass
@@ -261,17 +326,51 @@ def _on_cpu(result: RunResult) -> RunResult:
     return result
 
 
-def unlearn_work(ws: Workspace, prepared: PreparedUnlearn) -> Callable[[Job], RunRecord]:
-    """The background work of one unlearning run (plus Retrain when asked), for :meth:`SessionJobs.start`."""
+def unlearn_work(ws: Workspace, prepared: PreparedUnlearn,
+                 reference: Callable[[], RunResult | None] | None = None) -> Callable[[Job], RunRecord]:
+    """The background work of one unlearning run (plus Retrain when asked), for :meth:`SessionJobs.start`.
+
+    ``reference`` gives a shipped Retrain for the same split and seed (or None); it is attached when
+    Retrain was not asked for, so Avg.Gap comes with the result without a Retrain run.
+    """
 
     def work(job: Job) -> RunRecord:
         request = prepared.request
         unlearned = _on_cpu(execute(ws, prepared.run, job.progress(prepared.run.label), job.cancel))
         retrain = None
         if request.with_retrain:
-            reference = prepare(ws, request.run_request("retrain"))
-            retrain = _on_cpu(execute(ws, reference, job.progress(reference.label), job.cancel))
+            retrain_run = prepare(ws, request.run_request("retrain"))
+            retrain = _on_cpu(execute(ws, retrain_run, job.progress(retrain_run.label), job.cancel))
+        elif reference is not None and unlearned.method != "retrain":
+            job.set_stage("Loading the shipped Retrain reference")
+            shipped = reference()
+            retrain = None if shipped is None else _on_cpu(shipped)
         return RunRecord(job.number, request, prepared.split, unlearned, retrain, job.elapsed_s)
+
+    return work
+
+
+# --------------------------------------------------------------------------- saliency
+
+@dataclass
+class SaliencyGradients:
+    """The forget-set gradients at the original for one forget set (masks are derived from them on demand)."""
+
+    workspace_id: str
+    spec: ForgetSpec
+    grads: dict[str, torch.Tensor]
+    seconds: float
+
+
+def saliency_work(ws: Workspace, split: ForgetSplit, workspace_id: str) -> Callable[[Job], SaliencyGradients]:
+    """Background work computing the forget-set gradients at ``ws.original``: progress per chunk, stoppable."""
+
+    def work(job: Job) -> SaliencyGradients:
+        began = time.monotonic()
+        grads = forget_gradients(ws.original, ws.data, split.forget, cancel=job.cancel,
+                                 on_progress=job.progress("Saliency"))
+        return SaliencyGradients(workspace_id, split.spec, {k: v.cpu() for k, v in grads.items()},
+                                 time.monotonic() - began)
 
     return work
 

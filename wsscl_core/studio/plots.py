@@ -16,12 +16,18 @@ from plotly.subplots import make_subplots
 
 from .embed import Embedding
 from .jobs import JobEvent
+from .saliency_view import LayerLayout
 from ..metrics import METRIC_KEYS, Evaluation, avg_gap
 
 FORGET = "#F76707"   # orange: forget set
 RETAIN = "#4C8DF6"   # blue: retain set (members)
 TEST = "#12B886"     # teal: test set (non-members)
 SERIES = ["#4C8DF6", "#F76707", "#12B886", "#BE4BDB", "#FAB005", "#FA5252", "#15AABF", "#82C91E"]
+# One colour per class (Tableau 10: distinct, mid-luminance, readable on light and dark backgrounds).
+CLASS_COLOURS = ["#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1", "#FF9DA7",
+                 "#9C755F", "#BAB0AC"]
+HIGHLIGHT = "#D6336C"  # the selected image, in every panel
+MISSING = "—"  # an empty table cell (no Retrain, no RTE for the original)
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.15))
 _PANELS = {**_LAYOUT, "margin": dict(l=10, r=10, t=80, b=10)}  # room for a title above subplot titles
 
@@ -73,11 +79,26 @@ def metrics_table(rows: dict[str, tuple[Evaluation, float | None]], reference: E
         scores = ev.scores()
         record = {"model": name, **{k: round(scores[k], 2) for k in METRIC_KEYS},
                   "Loss-attack AUC": round(scores["MIA_AUC"], 3)}
-        record["Avg.Gap"] = round(avg_gap(scores, reference.scores()), 2) if reference is not None else None
-        record["RTE (s)"] = round(rte_s, 1) if rte_s is not None else None
-        record["RTE / Retrain"] = round(rte_s / reference_rte_s, 3) if rte_s is not None and reference_rte_s else None
+        record["Avg.Gap"] = round(avg_gap(scores, reference.scores()), 2) if reference is not None else np.nan
+        record["RTE (s)"] = round(rte_s, 1) if rte_s is not None else np.nan
+        record["RTE / Retrain"] = (round(rte_s / reference_rte_s, 3) if rte_s is not None and reference_rte_s
+                                   else np.nan)
         records.append(record)
-    return pd.DataFrame.from_records(records).set_index("model")
+    return pd.DataFrame.from_records(records).set_index("model").astype(float)
+
+
+def table_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A table as the texts to show: 2 decimals (3 for AUCs), and "—" for an empty cell, never "None" (a
+    table's missing cells are drawn as "None" by the browser's data grid whatever their format says)."""
+    shown = pd.DataFrame(index=table.index)
+    for column in table.columns:
+        values = table[column]
+        if pd.api.types.is_numeric_dtype(values):
+            pattern = "{:.3f}" if "AUC" in column else "{:.2f}"
+            shown[column] = [MISSING if pd.isna(v) else pattern.format(v) for v in values]
+        else:
+            shown[column] = [MISSING if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+    return shown
 
 
 def per_class_table(rows: dict[str, Evaluation], classes: Sequence[str], forgotten: Sequence[int] = ()) -> pd.DataFrame:
@@ -113,26 +134,104 @@ def per_class_bar(per_class: np.ndarray, classes: Sequence[str]) -> go.Figure:
     return fig
 
 
+def class_colour(c: int) -> str:
+    return CLASS_COLOURS[c % len(CLASS_COLOURS)]
+
+
 def embedding_figure(embedding: Embedding, titles: dict[str, str], labels: np.ndarray, is_forget: np.ndarray,
-                     predictions: dict[str, np.ndarray], classes: Sequence[str]) -> go.Figure:
-    """One panel per model in the shared 2-D space; forget and retain as separate, distinct traces."""
+                     predictions: dict[str, np.ndarray], classes: Sequence[str], selected: int | None = None,
+                     ) -> go.Figure:
+    """One panel per model in the shared 2-D space, points coloured by true class, forget samples as ×.
+
+    Every point carries its position in the sample as ``customdata[0]`` (what a selection event
+    reports); ``selected`` rings that image in every panel. Clicking a class in the legend hides it
+    in all panels.
+    """
     names = list(titles)
     fig = make_subplots(1, len(names), subplot_titles=[titles[n] for n in names], shared_xaxes=True,
-                        shared_yaxes=True, horizontal_spacing=0.03)
+                        shared_yaxes=True, horizontal_spacing=0.02)
     class_names = np.asarray(classes, dtype=object)
+    positions = np.arange(len(labels))
     for col, name in enumerate(names, start=1):
         xy, pred = embedding.coords[name], predictions[name]
-        for group, mask, colour, size in (("retain", ~is_forget, RETAIN, 4), ("forget", is_forget, FORGET, 6)):
-            hover = np.stack([class_names[labels[mask]], class_names[pred[mask]]], axis=1)
-            fig.add_trace(go.Scattergl(
-                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=group, legendgroup=group, showlegend=col == 1,
-                marker=dict(color=colour, size=size, opacity=0.75 if group == "forget" else 0.45),
-                customdata=hover, hovertemplate=f"{group}<br>class %{{customdata[0]}}<br>"
-                                                "predicted %{customdata[1]}<extra></extra>"), 1, col)
+        for c in np.unique(labels):
+            for forget in (False, True):
+                mask = (labels == c) & (is_forget == forget)
+                if not mask.any():
+                    continue
+                custom = np.stack([positions[mask], class_names[pred[mask]]], axis=1)
+                fig.add_trace(go.Scattergl(
+                    x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(classes[c]), legendgroup=f"class{c}",
+                    showlegend=col == 1 and not forget,
+                    marker=dict(color=class_colour(int(c)), size=8 if forget else 5, opacity=0.9 if forget else 0.55,
+                                symbol="x" if forget else "circle", line=dict(width=0)),
+                    customdata=custom,
+                    hovertemplate=(f"{'forget' if forget else 'retain'} · class {classes[c]}<br>"
+                                   f"{titles[name]} predicts %{{customdata[1]}}<extra></extra>")), 1, col)
+        if col == 1:  # a forget-only class still gets its legend entry, and the × is explained once
+            for c in np.unique(labels[is_forget]):
+                if not ((labels == c) & ~is_forget).any():
+                    fig.add_trace(go.Scattergl(x=[None], y=[None], mode="markers", name=str(classes[c]),
+                                               legendgroup=f"class{c}", marker=dict(color=class_colour(int(c)),
+                                                                                    size=8)), 1, 1)
+            fig.add_trace(go.Scattergl(x=[None], y=[None], mode="markers", name="× = forget set",
+                                       marker=dict(color="#868E96", symbol="x", size=9)), 1, 1)
+        if selected is not None and 0 <= selected < len(labels):
+            fig.add_trace(go.Scatter(x=[xy[selected, 0]], y=[xy[selected, 1]], mode="markers", showlegend=False,
+                                     name="selected", hoverinfo="skip",
+                                     marker=dict(symbol="circle-open", size=20, color=HIGHLIGHT,
+                                                 line=dict(width=3, color=HIGHLIGHT))), 1, col)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    fig.update_layout(title=f"Penultimate features ({embedding.projection.upper()}, fitted on {titles[embedding.reference]})",
-                      height=430, **_PANELS)
+    fig.update_layout(title=f"Penultimate features ({embedding.projection.upper()}, fitted on "
+                            f"{titles[embedding.reference]}); colour = true class, × = forget set",
+                      height=480, clickmode="event+select", dragmode="pan", **_PANELS)
+    return fig
+
+
+def probabilities_figure(probabilities: dict[str, np.ndarray], classes: Sequence[str], label: int) -> go.Figure:
+    """One image's predicted probabilities under each model, grouped by class; its true class marked *."""
+    names = [f"{c}{' *' if i == label else ''}" for i, c in enumerate(classes)]
+    fig = go.Figure([go.Bar(x=names, y=p, name=model, marker_color=SERIES[i % len(SERIES)],
+                            hovertemplate=f"{model}<br>%{{x}}: %{{y:.3f}}<extra></extra>")
+                     for i, (model, p) in enumerate(probabilities.items())])
+    fig.update_layout(barmode="group", yaxis_range=[0, 1], height=300, yaxis_title="probability",
+                      title="Predicted probabilities (* = true class)", **_LAYOUT)
+    return fig
+
+
+def gap_figure(gaps: pd.DataFrame) -> go.Figure:
+    """Each run's UA, RA, TA and MIA minus Retrain's, grouped by metric (0 = Retrain); Avg.Gap in the legend."""
+    fig = go.Figure()
+    for i, (name, row) in enumerate(gaps.iterrows()):
+        fig.add_trace(go.Bar(x=list(METRIC_KEYS), y=[row[k] for k in METRIC_KEYS],
+                             name=f"{name} (Avg.Gap {row['Avg.Gap']:.2f})", marker_color=SERIES[i % len(SERIES)],
+                             text=[f"{row[k]:+.1f}" for k in METRIC_KEYS], textposition="outside",
+                             hovertemplate=f"{name}<br>%{{x}} − Retrain's: %{{y:+.2f}}<extra></extra>"))
+    fig.add_hline(y=0, line_color="#868E96", line_width=1)
+    fig.update_layout(barmode="group", height=380, yaxis_title="difference to Retrain (points)",
+                      title="Gap to Retrain per metric (0 = exactly Retrain's value)", **_LAYOUT)
+    return fig
+
+
+def confusion_differences_figure(differences: dict[str, np.ndarray], classes: Sequence[str],
+                                 reference: str) -> go.Figure:
+    """Test confusion of each run minus the reference's, side by side on one diverging scale."""
+    names = list(differences)
+    limit = max(1, max(int(np.abs(d).max()) for d in differences.values()))
+    fig = make_subplots(1, len(names), subplot_titles=[f"{n} − {reference}" for n in names], horizontal_spacing=0.03)
+    for col, name in enumerate(names, start=1):
+        d = differences[name]
+        fig.add_trace(go.Heatmap(z=d, x=list(classes), y=list(classes), coloraxis="coloraxis", text=d,
+                                 texttemplate="%{text}", textfont_size=8,
+                                 hovertemplate="true %{y}<br>predicted %{x}<br>Δ %{z}<extra></extra>"), 1, col)
+        if col > 1:
+            fig.update_yaxes(showticklabels=False, col=col)
+    fig.update_layout(coloraxis=dict(colorscale="RdBu", cmid=0, cmin=-limit, cmax=limit,
+                                     colorbar=dict(title="Δ count", thickness=10)),
+                      height=420, title=f"Test-set confusion minus {reference}'s (rows: true, columns: predicted)",
+                      **_PANELS)
+    fig.update_yaxes(autorange="reversed")
     return fig
 
 
@@ -181,25 +280,44 @@ def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
     return fig
 
 
-def saliency_heatmaps(hard: np.ndarray, soft: np.ndarray, layer: str) -> go.Figure:
-    """A layer's hard and soft masks side by side (same 0–1 scale)."""
-    fig = make_subplots(1, 2, subplot_titles=["hard mask (top r of |g|)", "soft mask |2σ(g) − 1|"],
-                        horizontal_spacing=0.05)
-    for col, matrix in enumerate((hard, soft), start=1):
-        fig.add_trace(go.Heatmap(z=matrix, coloraxis="coloraxis"), 1, col)
-    fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, cmax=1), height=420, title=f"Saliency of {layer}",
-                      **_PANELS)
+def saliency_layer_figure(hard: LayerLayout, soft: LayerLayout, layer: str) -> go.Figure:
+    """One layer's hard mask, soft mask and their difference (hard − soft), in the same layout side by side."""
+    diff = hard.z - soft.z
+    fig = make_subplots(1, 3, subplot_titles=["hard mask (1 = moves, 0 = frozen)", "soft mask (step scale)",
+                                              "hard − soft (red: hard moves more; blue: soft moves a frozen weight)"],
+                        horizontal_spacing=0.04)
+    for col, (z, axis) in enumerate(((hard.z, "coloraxis"), (soft.z, "coloraxis"), (diff, "coloraxis2")), start=1):
+        fig.add_trace(go.Heatmap(z=z, coloraxis=axis, hoverongaps=False,
+                                 hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>"), 1, col)
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, cmax=1,
+                                     colorbar=dict(x=0.63, thickness=10, len=0.8, title="mask")),
+                      coloraxis2=dict(colorscale="RdBu_r", cmid=0, cmin=-1, cmax=1,
+                                      colorbar=dict(x=1.0, thickness=10, len=0.8, title="Δ")),
+                      height=460, title=f"Saliency of {layer}: {hard.note}", **_PANELS)
+    fig.update_yaxes(autorange="reversed", title_text=hard.y_title, col=1)
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text=hard.x_title)
+    if hard.square_cells:
+        for col in (1, 2, 3):
+            fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", scaleratio=1, col=col)
+    fig.update_xaxes(showgrid=False, zeroline=False)
+    fig.update_yaxes(showgrid=False, zeroline=False)
     return fig
 
 
-def saliency_fraction_bar(layers: Sequence[str], fractions: Sequence[float], mean_soft: Sequence[float]) -> go.Figure:
-    fig = go.Figure([go.Bar(x=list(layers), y=[100 * f for f in fractions], name="hard: % selected",
-                            marker_color=FORGET),
-                     go.Bar(x=list(layers), y=[100 * m for m in mean_soft], name="soft: mean × 100",
-                            marker_color=RETAIN)])
-    fig.update_layout(barmode="group", title="Share of each layer the masks let move", yaxis_title="%", height=360,
-                      **_LAYOUT)
+def layer_size_figure(table: pd.DataFrame) -> go.Figure:
+    """Per layer: its size, the weights the hard mask selects and the soft mask's sum (log scale),
+    with the share of the layer selected written on the bars."""
+    layers = list(table.index)
+    fig = go.Figure([
+        go.Bar(x=layers, y=table["parameters"], name="parameters in the layer", marker_color="#868E96",
+               opacity=0.55),
+        go.Bar(x=layers, y=table["selected (hard)"], name="selected by the hard mask", marker_color=FORGET,
+               text=[f"{v:.0f} %" for v in table["% of layer selected"]], textposition="outside"),
+        go.Bar(x=layers, y=table["Σ soft"], name="soft mask: Σ of its values", marker_color=RETAIN),
+    ])
+    fig.update_layout(barmode="group", yaxis_type="log", yaxis_title="weights (log scale)", height=420,
+                      title="Layer sizes and what each mask lets move (label: % of the layer selected)", **_LAYOUT)
     return fig
 
 
