@@ -73,3 +73,32 @@ def test_the_cap_comes_from_the_environment(monkeypatch):
         default_cap()
     monkeypatch.delenv("WSSCL_MAX_RUNS")
     assert default_cap() >= 1
+
+
+def test_studio_jobs_of_many_sessions_wait_in_line_for_the_server_cap():
+    """Three sessions press Run under a cap of one: one runs, the others show their place, Stop leaves the line."""
+    from wsscl_core.studio.jobs import SessionJobs
+
+    slots = RunSlots(1)
+    release = threading.Event()
+    running = []
+
+    def work(job):
+        running.append(job.number)
+        release.wait(5)
+        return job.number
+
+    sessions = [SessionJobs(heartbeat_timeout_s=None, slots=slots) for _ in range(3)]
+    jobs = []
+    for s in sessions:
+        jobs.append(s.start("unlearn", "demo", work))
+        time.sleep(0.3)
+    assert len(running) == 1 and slots.running == 1
+    assert [j.place_in_line for j in jobs] == [0, 1, 2]
+    assert "number 2 in line" in jobs[2].stage
+    jobs[2].stop()
+    assert jobs[2].wait(2) and jobs[2].status == "cancelled" and slots.waiting == 1
+    release.set()
+    assert jobs[0].wait(5) and jobs[1].wait(5)
+    assert [j.status for j in jobs] == ["done", "done", "cancelled"] and running == [jobs[0].number, jobs[1].number]
+    assert slots.running == 0 and slots.waiting == 0

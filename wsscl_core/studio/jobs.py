@@ -26,6 +26,7 @@ from ..errors import RunCancelled, WssclError
 from ..runs import PreparedRun, RunRequest, RunResult, execute, prepare
 from ..saliency import forget_gradients
 from ..workspace import Workspace, train_original
+from .slots import SERVER_SLOTS, RunSlots
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,11 @@ class Job:
 
     def __init__(self, kind: str, title: str, work: Callable[["Job"], Any],
                  heartbeat_timeout_s: float | None = HEARTBEAT_TIMEOUT_S,
-                 on_finish: Callable[["Job"], None] | None = None) -> None:
+                 on_finish: Callable[["Job"], None] | None = None, slots: RunSlots | None = SERVER_SLOTS) -> None:
+        """``slots``: the server-wide run cap this job waits for (None: start at once, for scripts)."""
         self.number = next(_job_numbers)
+        self.slots = slots
+        self.place_in_line = 0  # > 0 while waiting for a free slot
         self.kind = kind
         self.title = title
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -140,8 +144,18 @@ class Job:
     def set_stage(self, text: str) -> None:
         self.stage = text
 
+    def _wait_in_line(self, place: int) -> None:
+        self.place_in_line = place
+        self.stage = (f"Waiting for a free slot: number {place} in line ({self.slots.cap} run"
+                      f"{'s' if self.slots.cap > 1 else ''} at a time on this server)")
+        self._progressed.set()
+
     def _run(self) -> None:
+        ticket = None
         try:
+            if self.slots is not None:
+                ticket = self.slots.acquire(self.cancel, on_wait=self._wait_in_line)
+                self.place_in_line, self.stage = 0, "Starting"
             result = self._work(self)
             check_cancel(self.cancel)
             self.result, self.status = result, "done"
@@ -155,6 +169,8 @@ class Job:
             log.exception("Job %s failed", self.title)
             self.error, self.status = f"The run failed unexpectedly ({type(exc).__name__}: {exc}).", "failed"
         finally:
+            if ticket is not None:
+                self.slots.release(ticket)
             self.finished_at = time.monotonic()
             self.stage = {"done": "Finished", "failed": "Failed", "cancelled": "Stopped"}[self.status]
             self._progressed.set()
@@ -175,8 +191,11 @@ class SessionJobs:
     """One browser session's runs: at most one at a time, a queue of runs to start next, and the last
     ``history_size`` finished runs of each kind."""
 
-    def __init__(self, history_size: int = HISTORY_SIZE, heartbeat_timeout_s: float | None = HEARTBEAT_TIMEOUT_S) -> None:
-        """``heartbeat_timeout_s`` None: runs never time out (scripts that do not poll)."""
+    def __init__(self, history_size: int = HISTORY_SIZE, heartbeat_timeout_s: float | None = HEARTBEAT_TIMEOUT_S,
+                 slots: RunSlots | None = SERVER_SLOTS) -> None:
+        """``heartbeat_timeout_s`` None: runs never time out (scripts that do not poll). ``slots``: the
+        server-wide cap every run of this session waits for."""
+        self.slots = slots
         self.current: Job | None = None
         self.history_size = history_size
         self._history: dict[str, collections.deque[Job]] = {}
@@ -223,7 +242,8 @@ class SessionJobs:
     def _launch(self, item: QueuedJob) -> Job:
         """Start a job, then make it current (called with the lock held, so its end waits for this): there is
         no moment at which ``current`` is a job whose thread has not started and ``busy`` reads False."""
-        job = Job(item.kind, item.title, item.work, self.heartbeat_timeout_s, on_finish=self._finished)
+        job = Job(item.kind, item.title, item.work, self.heartbeat_timeout_s, on_finish=self._finished,
+                  slots=self.slots)
         job.start()
         self.current = job
         return job
