@@ -233,6 +233,10 @@ def tuning_report(storage: Any, budget: int) -> str:
              "Trial 0 of every study is the default at the time the study began. The chosen values are the best of",
              f"each study's first {budget} finished trials, the same budget for every method.", ""]
     summaries = sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name)
+    studied = {s.user_attrs.get("method") for s in summaries}
+    untuned = [get_method(m).label for m in tunable_methods("all") if m not in studied]
+    if untuned:
+        lines += [f"No study yet (their config's defaults stand): {', '.join(untuned)}.", ""]
     for summary in summaries:
         if summary.study_name == REFERENCES:
             continue
@@ -248,7 +252,9 @@ def tuning_report(storage: Any, budget: int) -> str:
         best = best_trial(study, budget)
         for name, rng in attrs.get("space", {}).items():
             lines.append(f"| {name} | {rng} | {_fmt(first.get(name))} | {_fmt(best.params.get(name)) if best else '—'} |")
-        if best is not None:
+        if len(done) < budget:
+            lines += ["", f"Incomplete: {len(done)} of {budget} trials finished, so its best is not used as a default."]
+        elif best is not None:
             lines += ["", f"Mean Avg.Gap: trial 0 {_fmt(done[0].value)}, best of the first {budget} {best.value:.3f} "
                       f"(trial {best.number}). "
                       f"Defaults file now: {tuned_defaults(method, ForgetSpec.parse(attrs.get('forget')).kind) or 'dataclass defaults'}."]
