@@ -131,7 +131,9 @@ def test_gap_table_is_signed_and_avg_gap_is_the_mean_distance(digits_workspace):
     other = original
     table = gap_table({"same": other}, original)
     assert (table.loc["same", list(METRIC_KEYS)] == 0).all() and table.loc["same", "Avg.Gap"] == 0
-    shifted = type(original)(**{**original.__dict__, "UA": original.UA + 4, "TA": original.TA - 2})
+    # a class split: Avg.Gap takes TA on the kept classes
+    shifted = type(original)(**{**original.__dict__, "UA": original.UA + 4, "TA": original.TA - 2,
+                                "TA_remaining": original.TA_remaining - 2})
     table = gap_table({"shifted": shifted}, original)
     assert table.loc["shifted", "UA"] == 4 and table.loc["shifted", "TA"] == -2
     assert table.loc["shifted", "Avg.Gap"] == pytest.approx(1.5)
