@@ -450,7 +450,7 @@ def test_visitors_never_see_tracebacks():
 @pytest.mark.parametrize("argv, message", [
     (["unlearn", "--method", "ft", "--forget", "class:3", "--seed", "-1"], "seed must be 0 or more"),
     (["unlearn", "--method", "ft", "--forget", "random:0.1", "--set", "lr=abc"], "lr must be a float"),
-    (["unlearn", "--method", "ft", "--forget", "random:0.1", "--set", "epochs=2.5"], "epochs must be a int"),
+    (["unlearn", "--method", "ft", "--forget", "random:0.1", "--set", "epochs=2.5"], "epochs must be a whole number"),
     (["unlearn", "--method", "ft", "--forget", "class:3", "--dataset", "mnist-ish"], "Unknown dataset"),
     (["unlearn", "--method", "ft", "--forget", "class:3", "--out", "{tmp}/res.json"], "same file"),
     (["bench", "--methods", "ft", "--set", "ft.lr=abc"], "lr must be a float"),

@@ -215,7 +215,8 @@ def _with_values(cfg: MethodConfig, values: dict[str, Any], label: str) -> Metho
             elif kind is not type(None):
                 value = kind(value)
         except (TypeError, ValueError):
-            raise WssclError(f"{key} must be a {kind.__name__}, got {value!r}.") from None
+            kinds = {int: "a whole number", float: "a float", bool: "true or false"}
+            raise WssclError(f"{key} must be {kinds.get(kind, 'a ' + kind.__name__)}, got {value!r}.") from None
         cfg = dataclasses.replace(cfg, **{key: value})
     return cfg
 
