@@ -15,10 +15,10 @@ import torch
 
 from wsscl_core.data import Dataset, ForgetSplit, load_dataset
 from wsscl_core.metrics import Evaluation, accuracy, confusion_matrix, per_class_accuracy, predict_logits
-from wsscl_core.runs import RunResult, score
+from wsscl_core.runs import RunResult
 from wsscl_core.saliency import SaliencyResult
 from wsscl_core.studio import embed, plots, references, saliency_view
-from wsscl_core.studio.compare import RunViews, SampleViews, start_views
+from wsscl_core.studio.compare import RunViews, SampleViews, original_scores, start_views
 from wsscl_core.studio.jobs import RunRecord, SaliencyGradients
 from wsscl_core.workspace import Workspace, open_workspace
 
@@ -74,9 +74,13 @@ def shipped_references(ws: Workspace) -> references.References:
     return references.load_references(ws)
 
 
-@cached(show_spinner="Scoring the original model…", max_entries=16)
 def original_evaluation(ws: Workspace, split: ForgetSplit, seed: int) -> Evaluation:
-    return score(ws, ws.original, split, seed)
+    """The original scored on ``split`` (started in the background when a run ends, so usually ready)."""
+    future = original_scores(ws, split, seed)
+    if not future.done():
+        with st.spinner("Scoring the original model…"):
+            return future.result()
+    return future.result()
 
 
 # --------------------------------------------------------------------------- Compare's feature views

@@ -4,6 +4,8 @@ by each of them, the details of one image, and the methods' gaps to Retrain.
 
 from __future__ import annotations
 
+import collections
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Sequence
@@ -12,10 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import ForgetSpec
+from ..data import ForgetSpec, ForgetSplit
 from ..metrics import METRIC_KEYS, Evaluation, avg_gap
-from ..runs import RunResult
+from ..runs import RunResult, score
 from ..workspace import Workspace
+from .references import workspace_identity
 from . import embed
 from .embed import Embedding, ModelView, model_view, stratified_sample, view_features
 from .jobs import RunRecord
@@ -97,11 +100,38 @@ class RunViews:
 
 
 def start_views(ws: Workspace, record: RunRecord, retrain: RunResult | None) -> RunViews:
-    """Start computing ``record``'s sample views (features of the three models) and then their UMAP;
-    returns at once. The page waits on ``sample`` (well under a second) and polls ``umap``."""
+    """Start computing ``record``'s sample views (features of the three models) and then their UMAP, and
+    the original's scores on its split; returns at once. The page waits on ``sample`` (about a second)
+    and polls ``umap``."""
     sample = embed.background(sample_views, ws, record, retrain)
-    umap = embed.background(lambda: embed.submit_umap(sample.result().features(), BEFORE).result())
-    return RunViews(sample, umap)
+
+    def umap_then_original() -> Embedding:
+        umap = embed.submit_umap(sample.result().features(), BEFORE)
+        original_scores(ws, record.split, record.request.seed)  # after the features, which the UMAP waits for
+        return umap.result()
+
+    return RunViews(sample, embed.background(umap_then_original))
+
+
+_ORIGINAL_SCORES_KEPT = 16
+_original_scores: "collections.OrderedDict[tuple, Future[Evaluation]]" = collections.OrderedDict()
+_original_lock = threading.Lock()
+
+
+def original_scores(ws: Workspace, split: ForgetSplit, seed: int) -> "Future[Evaluation]":
+    """The untouched original scored on ``split`` (the row every table carries), computed once per
+    original, split and seed in the background; the latest few are kept."""
+    identity = workspace_identity(ws)
+    key = (identity, str(ws.device), split.spec, split.num_forget, seed)
+    with _original_lock:
+        future = _original_scores.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            future = embed.background(score, ws, ws.original, split, seed)
+            _original_scores[key] = future
+            while len(_original_scores) > _ORIGINAL_SCORES_KEPT:
+                _original_scores.popitem(last=False)
+        _original_scores.move_to_end(key)
+    return future
 
 
 @dataclass
