@@ -97,6 +97,13 @@ def run_sample(ws: Workspace, record: RunRecord, retrain: RunResult | None) -> S
 
 
 @cached(show_spinner=False, max_entries=8)
+def forget_neighbourhood(ws: Workspace, record: RunRecord, retrain: RunResult | None):
+    from wsscl_core.studio.compare import forget_neighbourhood as neighbourhood
+
+    return neighbourhood(run_sample(ws, record, retrain), ws.data.classes)
+
+
+@cached(show_spinner=False, max_entries=8)
 def pca_embedding(ws: Workspace, record: RunRecord, retrain: RunResult | None) -> embed.Embedding:
     return embed.aligned_embedding(run_sample(ws, record, retrain).features(), "before", "pca")
 

@@ -76,6 +76,12 @@ def embedding_view() -> None:
                "Retrain is a separately trained network: its features are mapped into the original's feature space "
                "by a linear map fitted on retained images only. Click a point to see the image under all three "
                "models; click a class in the legend to hide it.")
+    neighbourhood = cache.forget_neighbourhood(ws, record, retrain)
+    if not neighbourhood.empty:
+        widgets.table(neighbourhood)
+        st.caption("For each forget image, the class of most of its 10 nearest retained images in each model's feature "
+                   "space. A model that forgot the images in its features no longer puts them among their own class; "
+                   "Retrain shows where a model that never saw them puts them.")
     if selected is not None and selected < len(sample.index):
         detail = compare.point_detail(ws, sample, selected)
         left, right = st.columns([1, 4])

@@ -72,9 +72,16 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, height: int | None = None) -> None:
+    """A screenshot; ``height`` makes the window that tall first (Streamlit scrolls inside its own pane)."""
     ARTIFACTS.mkdir(exist_ok=True)
+    size = page.viewport_size
+    if height:
+        page.set_viewport_size({"width": size["width"], "height": height})
+        page.wait_for_timeout(800)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    if height:
+        page.set_viewport_size(size)
 
 
 def test_a_deep_link_first_gets_the_studio_navigation(studio_url, browser):
@@ -150,7 +157,7 @@ def test_default_demo_end_to_end(studio_url, browser):
     wait_idle(page)
     page.get_by_text("train image #").first.wait_for()
     page.wait_for_timeout(1000)
-    shot(page, "04_compare_light")
+    shot(page, "04_compare_light", height=4200)
     for theme in ("light", "dark"):
         page.emulate_media(color_scheme=theme)
         page.wait_for_timeout(1000)
@@ -189,7 +196,7 @@ def test_a_shared_link_restores_the_choices_and_the_methods_view_compares_runs(s
     assert page.get_by_label("epochs", exact=True).input_value() == "1"
     assert page.get_by_label("lr", exact=True).input_value() == "0.02"
     assert page.get_by_role("button", name="Stop training").count() == 0  # the link ran nothing
-    shot(page, "08_shared_link_light")
+    shot(page, "08_shared_link_light", height=1800)
 
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("FT on class:1 finished in").wait_for(timeout=RUN_LIMIT_MS)
@@ -218,7 +225,7 @@ def test_a_shared_link_restores_the_choices_and_the_methods_view_compares_runs(s
     for theme in ("light", "dark"):
         page.emulate_media(color_scheme=theme)
         page.wait_for_timeout(1000)
-        shot(page, f"09_methods_{theme}")
+        shot(page, f"09_methods_{theme}", height=3200)
         for name, title in (("gaps", "Gap to Retrain per metric"), ("confusion_differences", "confusion minus"),
                             ("mia", "what the MIA classifier sees")):
             chart_shot(page, title, f"10_methods_{name}_{theme}")

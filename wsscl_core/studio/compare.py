@@ -91,6 +91,34 @@ def sample_views(ws: Workspace, record: RunRecord, retrain: RunResult | None, ma
     return SampleViews(index, labels[index], is_forget, views, titles, aligned)
 
 
+def forget_neighbourhood(sample: SampleViews, classes: Sequence[str], k: int = 10) -> pd.DataFrame:
+    """Where each model puts the forget images among the retained ones, in its own feature space.
+
+    For every forget image, the class most common among its ``k`` nearest retained images (Euclidean,
+    penultimate features; Retrain's aligned into the original's space as in the embedding). Per
+    model: the share of forget images whose neighbourhood is their own class (the features still
+    hold the class), and the classes that hold the others ("absorbed by"). When a whole class is
+    forgotten, no retained image has its class, so every forget image is in another class's
+    neighbourhood; the question is which.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    forget, retain = np.flatnonzero(sample.is_forget), np.flatnonzero(~sample.is_forget)
+    if not len(forget) or len(retain) < k:
+        return pd.DataFrame()
+    records = []
+    for name, features in sample.features().items():
+        finder = NearestNeighbors(n_neighbors=k).fit(features[retain])
+        neighbours = sample.labels[retain][finder.kneighbors(features[forget], return_distance=False)]
+        majority = np.array([np.bincount(row, minlength=len(classes)).argmax() for row in neighbours])
+        own = majority == sample.labels[forget]
+        absorbed = collections.Counter(majority[~own].tolist()).most_common(3)
+        records.append({"model": sample.titles[name], "forget images among their own class (%)": 100 * own.mean(),
+                        "the others mostly among": ", ".join(f"{classes[c]} {100 * n / len(forget):.0f} %"
+                                                             for c, n in absorbed) or "—"})
+    return pd.DataFrame.from_records(records).set_index("model")
+
+
 @dataclass
 class RunViews:
     """A run's sampled views and their UMAP, computed in the background (started when the run ends)."""

@@ -94,7 +94,7 @@ def table_display(table: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         values = table[column]
         if pd.api.types.is_numeric_dtype(values):
-            pattern = "{:.3f}" if "AUC" in column else "{:.2f}"
+            pattern = "{:.3f}" if "AUC" in column else "{:.1f}" if column.endswith("(%)") else "{:.2f}"
             shown[column] = [MISSING if pd.isna(v) else pattern.format(v) for v in values]
         else:
             shown[column] = [MISSING if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
@@ -264,7 +264,7 @@ def confusion_figure(before: np.ndarray, after: np.ndarray, classes: Sequence[st
 def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
     """Distributions of the true-label confidence the MIA sees, per model, with its MIA-efficacy."""
     names = list(rows)
-    fig = make_subplots(1, len(names), subplot_titles=[f"{n}: MIA-efficacy {rows[n].MIA:.1f} %, loss-attack AUC "
+    fig = make_subplots(1, len(names), subplot_titles=[f"{n}<br>MIA-efficacy {rows[n].MIA:.1f} %, loss-attack AUC "
                                                        f"{rows[n].MIA_AUC:.3f}" for n in names],
                         shared_yaxes=True, horizontal_spacing=0.04)
     for col, name in enumerate(names, start=1):
@@ -274,8 +274,9 @@ def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
             fig.add_trace(go.Histogram(x=values, name=group, legendgroup=group, showlegend=col == 1,
                                        marker_color=colour, opacity=0.6, histnorm="probability",
                                        xbins=dict(start=0, end=1.0001, size=0.05)), 1, col)
-    fig.update_layout(barmode="overlay", height=380, title="Confidence p(true label | x): what the MIA classifier sees",
-                      **{**_PANELS, "legend": dict(orientation="h", y=-0.3)})
+    fig.update_layout(barmode="overlay", height=400, title="Confidence p(true label | x): what the MIA classifier sees",
+                      **{**_PANELS, "margin": dict(l=10, r=10, t=100, b=10), "legend": dict(orientation="h", y=-0.3)})
+    fig.update_annotations(font_size=12)
     fig.update_xaxes(range=[0, 1], title_text="confidence")
     return fig
 
