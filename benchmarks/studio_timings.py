@@ -1,12 +1,17 @@
 """Studio timings: app start to usable Home, Run to first live chart point, a default run with
-metrics, UMAP warm-up, and the UMAP view of a finished run.
+metrics, Avg.Gap after the run (shipped Retrain), UMAP warm-up, the UMAP view of a finished run,
+and Stop.
 
-    python benchmarks/studio_timings.py            # in-process measurements + the browser ones
+    python benchmarks/studio_timings.py                     # in-process measurements + the browser ones
     python benchmarks/studio_timings.py --no-browser
+    python benchmarks/studio_timings.py --browser-only --root DIR   # the browser part on another checkout
+    python benchmarks/studio_timings.py --cold-numba-cache  # as on a machine whose numba cache is empty
 
 The in-process part does what the app does (same thread count, UMAP warming up in its worker
-process while the run trains); the browser part starts ``streamlit run app.py`` and drives
-Debian's Chromium with Playwright.
+process while the run trains); the browser part starts ``streamlit run app.py`` (a fresh server)
+and drives Debian's Chromium with Playwright: the default demo, then Compare until the UMAP view is
+drawn. Times in the page come from the page's own clock (MutationObservers), so Playwright's
+polling does not add to them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +31,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from wsscl_core.studio import embed  # noqa: E402
+from wsscl_core.studio import embed, references  # noqa: E402
 from wsscl_core.data import ForgetSpec  # noqa: E402
+from wsscl_core.studio.compare import sample_views  # noqa: E402
 from wsscl_core.studio.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work  # noqa: E402
 from wsscl_core.workspace import open_workspace  # noqa: E402
 
@@ -42,6 +49,29 @@ WATCH_FIRST_LIVE_POINT = """() => {
     }
   }).observe(document.body, {subtree: true, childList: true, attributes: true});
 }"""
+# Installed before the click: when the run's end and its Avg.Gap first show (the page's clock, ms since the click).
+WATCH_RESULT = """() => {
+  const t0 = performance.now();
+  new MutationObserver((_, observer) => {
+    const text = document.body.innerText;
+    const metrics = [...document.querySelectorAll('[data-testid="stMetric"]')].map(e => e.innerText);
+    if (window.__finished === undefined && text.includes('finished in')) window.__finished = performance.now() - t0;
+    if (window.__avgGap === undefined && metrics.some(m => m.includes('Avg.Gap to Retrain') && /\d/.test(m)))
+      window.__avgGap = performance.now() - t0;
+    if (window.__finished !== undefined && window.__avgGap !== undefined) observer.disconnect();
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+# Installed before opening Compare: when the UMAP view is first drawn (ms since the click on Compare).
+WATCH_UMAP = """() => {
+  const t0 = performance.now();
+  new MutationObserver((_, observer) => {
+    const titles = [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent);
+    if (titles.some(t => t.startsWith('Penultimate features (UMAP'))) {
+      window.__umap = performance.now() - t0;
+      observer.disconnect();
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true});
+}"""
 
 
 def in_process() -> dict[str, float]:
@@ -49,9 +79,19 @@ def in_process() -> dict[str, float]:
     warm_start = time.perf_counter()
     embed.start_warm_up()
     ws = open_workspace()
-    prepared = prepare_run(ws, UnlearnRequest(ForgetSpec("class", (1,)), "wsscl"))
+    spec = ForgetSpec("class", (1,))
+    prepared = prepare_run(ws, UnlearnRequest(spec, "wsscl"))
+    refs = references.load_references(ws)
+    load_times = []
+
+    def shipped():
+        began = time.perf_counter()
+        result = refs.get(ws, prepared.split, 0)
+        load_times.append(time.perf_counter() - began)
+        return result
+
     start = time.perf_counter()
-    job = SessionJobs(heartbeat_timeout_s=None).start("unlearn", "default", unlearn_work(ws, prepared))
+    job = SessionJobs(heartbeat_timeout_s=None).start("unlearn", "default", unlearn_work(ws, prepared, shipped))
     first_point = None
     while job.alive:
         if first_point is None and any(e.event.kind == "step" for e in job.events):
@@ -60,22 +100,24 @@ def in_process() -> dict[str, float]:
     total = time.perf_counter() - start
     assert job.status == "done", job.error
     record = job.result
+    assert record.retrain is not None, "no shipped Retrain for the default demo's forget set"
     while not embed.umap_ready():
         time.sleep(0.1)
     warm = time.perf_counter() - warm_start
     view_start = time.perf_counter()
-    index = embed.stratified_sample(ws.data.train.labels, record.split.forget)
-    images = ws.data.train.images[torch.as_tensor(index)]
-    features = {"before": embed.model_view(ws.original, images).features,
-                "after": embed.model_view(record.unlearned.model, images).features}
-    embedding = embed.aligned_embedding(features, projection="umap")
+    sample = sample_views(ws, record, record.retrain)
+    features_s = time.perf_counter() - view_start
+    embedding = embed.submit_umap(sample.features()).result()
     view_s = time.perf_counter() - view_start
     stop_latency = stop_latencies(ws, prepared)
     return {"run_to_first_step_event_s": first_point, "default_wsscl_run_with_metrics_s": total,
             "of_which_unlearning_rte_s": record.unlearned.rte_s,
+            "of_which_shipped_retrain_load_s": load_times[0],
+            "avg_gap_to_shipped_retrain": record.gap(),
             "umap_warm_up_s (worker, during the run)": embed.warm_up_seconds,
-            "umap_warm_up_wall_from_start_s": warm, "umap_points": float(len(index)),
-            "umap_before_after_s": view_s, "umap_fit_transform_only_s": embedding.seconds,
+            "umap_warm_up_wall_from_start_s": warm, "umap_points": float(len(sample.index)),
+            "views_features_3_models_s": features_s,
+            "umap_original_unlearned_retrain_s": view_s, "umap_fit_transform_only_s": embedding.seconds,
             **stop_latency}
 
 
@@ -98,20 +140,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_browser() -> dict[str, float]:
+def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, float | None]:
+    """A fresh ``streamlit run app.py`` in ``root``: the default demo, then Compare until UMAP is drawn."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     port = free_port()
     idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    if cold_numba_cache:  # numba then finds no cached code and compiles UMAP's again
+        env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                           "--disable-component-update", "--disable-sync", "--no-first-run"])
         start = time.perf_counter()
         server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                                   "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                   "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=root,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             while True:
@@ -126,6 +172,7 @@ def in_browser() -> dict[str, float]:
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # Home's chart: plotly.js is loaded
             home_chart = time.perf_counter() - start
             page.evaluate(WATCH_FIRST_LIVE_POINT)
+            page.evaluate(WATCH_RESULT)
             clicked = time.perf_counter()
             page.get_by_role("button", name="Run the default demo").click()
             page.wait_for_function("window.__firstLivePoint !== undefined", timeout=60_000)
@@ -133,6 +180,18 @@ def in_browser() -> dict[str, float]:
             first_chart_in_page = page.evaluate("window.__firstLivePoint") / 1000
             page.get_by_text("finished in").wait_for(timeout=300_000)
             run_done = time.perf_counter() - clicked
+            try:
+                page.wait_for_function("window.__avgGap !== undefined", timeout=5_000)
+                gap_after_end = (page.evaluate("window.__avgGap") - page.evaluate("window.__finished")) / 1000
+            except PlaywrightTimeout:  # a studio without Retrain references shows no Avg.Gap here
+                gap_after_end = None
+            page.wait_for_selector(idle)
+            page.evaluate(WATCH_UMAP)
+            compare_clicked = time.perf_counter()
+            page.get_by_role("link", name="Compare").first.click()
+            page.wait_for_function("window.__umap !== undefined", timeout=300_000)
+            umap_after_compare = page.evaluate("window.__umap") / 1000
+            umap_since_start = compare_clicked - start + umap_after_compare
         finally:
             server.terminate()
             server.wait(10)
@@ -140,17 +199,26 @@ def in_browser() -> dict[str, float]:
     return {"app_start_to_usable_home_s": home, "app_start_to_home_chart_drawn_s": home_chart,
             "click_to_first_live_chart_point_s": first_chart_in_page,
             "click_to_first_live_chart_point_seen_by_playwright_s": first_chart,
-            "click_to_run_finished_on_screen_s": run_done}
+            "click_to_run_finished_on_screen_s": run_done,
+            "run_finished_to_avg_gap_on_screen_s": gap_after_end,
+            "compare_opened_to_umap_drawn_s": umap_after_compare,
+            "app_start_to_umap_drawn_s": umap_since_start}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--browser-only", action="store_true")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py the browser part runs")
+    parser.add_argument("--cold-numba-cache", action="store_true",
+                        help="the browser part with an empty numba cache (a machine's first start)")
     args = parser.parse_args()
-    results = in_process()
+    load_before = os.getloadavg()[0]
+    results = {} if args.browser_only else in_process()
     if not args.no_browser and Path(CHROMIUM).exists():
-        results.update(in_browser())
-    print(f"CPU threads {torch.get_num_threads()}, cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+        results.update(in_browser(args.root.resolve(), args.cold_numba_cache))
+    print(f"CPU threads {torch.get_num_threads()}, cores {os.cpu_count()}, load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after; niceness {os.nice(0)}; app from {args.root.resolve()}")
     for name, value in results.items():
         print(f"{name:45s} {value:8.2f}" if isinstance(value, float) and not np.isnan(value) else f"{name:45s} {value}")
 

@@ -15,10 +15,10 @@ import torch
 
 from wsscl_core.data import Dataset, ForgetSplit, load_dataset
 from wsscl_core.metrics import Evaluation, accuracy, confusion_matrix, per_class_accuracy, predict_logits
-from wsscl_core.runs import RunResult, score
+from wsscl_core.runs import RunResult
 from wsscl_core.saliency import SaliencyResult
 from wsscl_core.studio import embed, plots, references, saliency_view
-from wsscl_core.studio.compare import RunViews, SampleViews, start_views
+from wsscl_core.studio.compare import RunViews, SampleViews, original_scores, start_views
 from wsscl_core.studio.jobs import RunRecord, SaliencyGradients
 from wsscl_core.workspace import Workspace, open_workspace
 
@@ -74,9 +74,13 @@ def shipped_references(ws: Workspace) -> references.References:
     return references.load_references(ws)
 
 
-@cached(show_spinner="Scoring the original model…", max_entries=16)
 def original_evaluation(ws: Workspace, split: ForgetSplit, seed: int) -> Evaluation:
-    return score(ws, ws.original, split, seed)
+    """The original scored on ``split`` (started in the background when a run ends, so usually ready)."""
+    future = original_scores(ws, split, seed)
+    if not future.done():
+        with st.spinner("Scoring the original model…"):
+            return future.result()
+    return future.result()
 
 
 # --------------------------------------------------------------------------- Compare's feature views
@@ -90,6 +94,13 @@ def run_views(ws: Workspace, record: RunRecord, retrain: RunResult | None) -> Ru
 
 def run_sample(ws: Workspace, record: RunRecord, retrain: RunResult | None) -> SampleViews:
     return run_views(ws, record, retrain).sample.result()
+
+
+@cached(show_spinner=False, max_entries=8)
+def forget_neighbourhood(ws: Workspace, record: RunRecord, retrain: RunResult | None):
+    from wsscl_core.studio.compare import forget_neighbourhood as neighbourhood
+
+    return neighbourhood(run_sample(ws, record, retrain), ws.data.classes)
 
 
 @cached(show_spinner=False, max_entries=8)

@@ -41,31 +41,9 @@ record = by_number[st.selectbox("Run", numbers, index=numbers.index(wanted), for
 same_split = [r for r in runs if compare.run_key(r) == compare.run_key(record)]
 retrain = compare.retrain_for(record, runs)
 shipped = retrain is not None and retrain.label == SHIPPED_LABEL
-original = cache.original_evaluation(ws, record.split, record.request.seed)
 
 st.subheader("Metrics (%)")
-rows = {"Original": (original, None), f"#{record.number} {record.unlearned.label}": (record.unlearned.evaluation,
-                                                                                     record.unlearned.rte_s)}
-if retrain is not None and not record.is_retrain:
-    rows[retrain.label] = (retrain.evaluation, retrain.rte_s)
-for earlier in same_split:
-    if earlier is not record:
-        rows[f"#{earlier.number} {earlier.unlearned.label}"] = (earlier.unlearned.evaluation, earlier.unlearned.rte_s)
-table = plots.metrics_table(rows, retrain.evaluation if retrain is not None else None,
-                            retrain.rte_s if retrain is not None else None)
-widgets.table(table)
-st.caption("UA = 100 − accuracy on the forget set; RA on the retain set; TA on the test set; MIA = share of forget "
-           "samples a membership-inference attack calls non-members. Loss-attack AUC = how well a threshold on the "
-           "per-sample loss tells forget samples from test samples (0.5: they look unseen; Retrain's value is the "
-           "target). Avg.Gap = mean distance to Retrain over UA, RA, TA and MIA (lower is better). RTE = unlearning "
-           "time." + (" Retrain is the shipped reference for this forget set (same recipe as the original); its RTE "
-                      "was measured when it was built." if shipped else ""))
-if retrain is None:
-    note = session.references_note()
-    st.info("No Retrain for this forget set yet: Avg.Gap and the Retrain panels need it." + (f" {note}" if note else ""))
-    if st.button("Run Retrain on this forget set", key="compare_retrain", disabled=jobs.busy):
-        session.start_run(UnlearnRequest(record.request.spec, "retrain", {}, False, record.request.seed,
-                                         session.workspace_key()))
+metrics_slot = st.container()  # filled below, once the original's scores are in: the feature view draws first
 
 st.subheader("Feature space: original, unlearned and Retrain")
 selection_key = f"selected-{record.number}"
@@ -98,6 +76,12 @@ def embedding_view() -> None:
                "Retrain is a separately trained network: its features are mapped into the original's feature space "
                "by a linear map fitted on retained images only. Click a point to see the image under all three "
                "models; click a class in the legend to hide it.")
+    neighbourhood = cache.forget_neighbourhood(ws, record, retrain)
+    if not neighbourhood.empty:
+        widgets.table(neighbourhood)
+        st.caption("For each forget image, the class of most of its 10 nearest retained images in each model's feature "
+                   "space. A model that forgot the images in its features no longer puts them among their own class; "
+                   "Retrain shows where a model that never saw them puts them.")
     if selected is not None and selected < len(sample.index):
         detail = compare.point_detail(ws, sample, selected)
         left, right = st.columns([1, 4])
@@ -115,6 +99,31 @@ def embedding_view() -> None:
 umap_pending = not cache.run_views(ws, record, retrain).umap.done()
 st.session_state.embedding_polling = umap_pending
 st.fragment(embedding_view, run_every=1.0 if umap_pending else None)()
+
+with metrics_slot:
+    original = cache.original_evaluation(ws, record.split, record.request.seed)
+    rows = {"Original": (original, None), f"#{record.number} {record.unlearned.label}": (record.unlearned.evaluation,
+                                                                                         record.unlearned.rte_s)}
+    if retrain is not None and not record.is_retrain:
+        rows[retrain.label] = (retrain.evaluation, retrain.rte_s)
+    for earlier in same_split:
+        if earlier is not record:
+            rows[f"#{earlier.number} {earlier.unlearned.label}"] = (earlier.unlearned.evaluation, earlier.unlearned.rte_s)
+    table = plots.metrics_table(rows, retrain.evaluation if retrain is not None else None,
+                                retrain.rte_s if retrain is not None else None)
+    widgets.table(table)
+    st.caption("UA = 100 − accuracy on the forget set; RA on the retain set; TA on the test set; MIA = share of forget "
+               "samples a membership-inference attack calls non-members. Loss-attack AUC = how well a threshold on the "
+               "per-sample loss tells forget samples from test samples (0.5: they look unseen; Retrain's value is the "
+               "target). Avg.Gap = mean distance to Retrain over UA, RA, TA and MIA (lower is better). RTE = unlearning "
+               "time." + (" Retrain is the shipped reference for this forget set (same recipe as the original); its RTE "
+                          "was measured when it was built." if shipped else ""))
+    if retrain is None:
+        note = session.references_note()
+        st.info("No Retrain for this forget set yet: Avg.Gap and the Retrain panels need it." + (f" {note}" if note else ""))
+        if st.button("Run Retrain on this forget set", key="compare_retrain", disabled=jobs.busy):
+            session.start_run(UnlearnRequest(record.request.spec, "retrain", {}, False, record.request.seed,
+                                             session.workspace_key()))
 
 st.subheader("Test-set confusion")
 choices = ["unlearned", "Retrain"] if retrain is not None and not record.is_retrain else ["unlearned"]

@@ -86,7 +86,7 @@ else:
 st.plotly_chart(plots.confusion_differences_figure(compare.confusion_differences(rows, reference), classes,
                                                    reference_name), key="methods_confusion")
 st.caption(f"**What to look for.** Each panel is a run's test confusion minus {reference_name}'s: white means the "
-           "same counts. Red cells are predictions the run makes more often, blue ones less often.")
+           f"same counts. Blue cells are predictions the run makes more often than {reference_name}, red ones less often.")
 mia_rows = ({reference_name: reference} if retrain is not None else {}) | rows
 st.plotly_chart(plots.mia_figure(mia_rows), key="methods_mia")
 st.caption("**What to look for.** The forget set's confidences (orange) should look like Retrain's panel.")

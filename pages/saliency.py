@@ -74,6 +74,9 @@ if hard.dim() == 4:
                                    "matrix": "out-channels × (in-channels × kernel)"}.get)
 st.plotly_chart(plots.saliency_layer_figure(saliency_view.layer_layout(hard, layout),
                                             saliency_view.layer_layout(soft, layout), layer), key="heatmaps")
+st.caption("**What to look for.** Left: the weights the hard mask lets move (yellow) and freezes (dark). Middle: the "
+           "soft mask's step scale for the same weights. Right: their difference — red where the hard mask moves a "
+           "weight more than the soft one would, blue where the soft mask moves a weight the hard mask freezes.")
 agree = saliency_view.agreement(hard, soft)
 st.markdown(
     f"**{layer}** ({row['shape']}) holds **{int(row['parameters']):,}** of the model's "

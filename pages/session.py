@@ -16,6 +16,7 @@ from wsscl_core.methods import METHODS, make_config
 from wsscl_core.models import pick_device
 from wsscl_core.runs import RunResult
 from wsscl_core.studio import embed, share
+from wsscl_core.studio.compare import original_scores
 from wsscl_core.studio.jobs import QueuedJob, RunRecord, SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 from wsscl_core.workspace import Workspace
 
@@ -136,6 +137,8 @@ def _queued(ws: Workspace, request: UnlearnRequest) -> QueuedJob:
     prepared = prepare_run(ws, request)
     for note in prepared.notes:
         st.warning(note)
+    # The original's scores on this split, which Compare's table needs, computed while the run trains.
+    original_scores(ws, prepared.split, request.seed)
     return QueuedJob("unlearn", f"{METHODS[request.method].label} on {request.spec}",
                      unlearn_work(ws, prepared, _reference_loader(ws, request)))
 

@@ -90,7 +90,8 @@ def test_home_explains_and_offers_the_demo(app):
     assert app.button[0].label == "Run the default demo"
 
 
-@pytest.mark.parametrize("page", ["pages/model.py", "pages/unlearn.py", "pages/compare.py", "pages/saliency.py"])
+@pytest.mark.parametrize("page", ["pages/model.py", "pages/unlearn.py", "pages/compare.py", "pages/methods.py",
+                                  "pages/saliency.py"])
 def test_every_page_renders_its_defaults(digits_workspace, page):
     at = make_app(digits_workspace, page)
     assert not at.error, [e.value for e in at.error]

@@ -188,3 +188,26 @@ def test_a_changed_model_makes_the_references_ignored_with_a_note(shipped_worksp
         next(changed.original.parameters()).add_(1e-3)
     refs = references.load_references(changed)
     assert not refs.available and "another original model" in refs.note and "original weights" in refs.note
+
+
+def test_the_forget_neighbourhood_says_which_classes_hold_the_forget_images():
+    from wsscl_core.studio.compare import SampleViews, forget_neighbourhood
+    from wsscl_core.studio.embed import ModelView
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    centres = np.eye(3) * 10
+    before = centres[labels] + rng.normal(size=(120, 3))
+    is_forget = labels == 0
+    after = before.copy()
+    after[is_forget] = centres[2] + rng.normal(size=(40, 3))  # the forgotten class moved onto class 2
+    views = {"before": ModelView(before, labels), "after": ModelView(after, labels)}
+    sample = SampleViews(np.arange(120), labels, is_forget, views, {"before": "Original", "after": "FT"}, ())
+    table = forget_neighbourhood(sample, ["zero", "one", "two"], k=5)
+    # class 0 is forgotten whole: no retained image has it, so its images sit among the nearest other class
+    assert table.loc["FT", "forget images among their own class (%)"] == 0
+    assert table.loc["FT", "the others mostly among"] == "two 100 %"
+    partly = is_forget & (np.arange(120) % 2 == 0)  # half of class 0 forgotten: the rest is retained
+    sample = SampleViews(np.arange(120), labels, partly, views, {"before": "Original", "after": "FT"}, ())
+    table = forget_neighbourhood(sample, ["zero", "one", "two"], k=5)
+    assert table.loc["Original", "forget images among their own class (%)"] == 100

@@ -4,6 +4,8 @@ by each of them, the details of one image, and the methods' gaps to Retrain.
 
 from __future__ import annotations
 
+import collections
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Sequence
@@ -12,10 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import ForgetSpec
+from ..data import ForgetSpec, ForgetSplit
 from ..metrics import METRIC_KEYS, Evaluation, avg_gap
-from ..runs import RunResult
+from ..runs import RunResult, score
 from ..workspace import Workspace
+from .references import workspace_identity
 from . import embed
 from .embed import Embedding, ModelView, model_view, stratified_sample, view_features
 from .jobs import RunRecord
@@ -88,6 +91,34 @@ def sample_views(ws: Workspace, record: RunRecord, retrain: RunResult | None, ma
     return SampleViews(index, labels[index], is_forget, views, titles, aligned)
 
 
+def forget_neighbourhood(sample: SampleViews, classes: Sequence[str], k: int = 10) -> pd.DataFrame:
+    """Where each model puts the forget images among the retained ones, in its own feature space.
+
+    For every forget image, the class most common among its ``k`` nearest retained images (Euclidean,
+    penultimate features; Retrain's aligned into the original's space as in the embedding). Per
+    model: the share of forget images whose neighbourhood is their own class (the features still
+    hold the class), and the classes that hold the others ("absorbed by"). When a whole class is
+    forgotten, no retained image has its class, so every forget image is in another class's
+    neighbourhood; the question is which.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    forget, retain = np.flatnonzero(sample.is_forget), np.flatnonzero(~sample.is_forget)
+    if not len(forget) or len(retain) < k:
+        return pd.DataFrame()
+    records = []
+    for name, features in sample.features().items():
+        finder = NearestNeighbors(n_neighbors=k).fit(features[retain])
+        neighbours = sample.labels[retain][finder.kneighbors(features[forget], return_distance=False)]
+        majority = np.array([np.bincount(row, minlength=len(classes)).argmax() for row in neighbours])
+        own = majority == sample.labels[forget]
+        absorbed = collections.Counter(majority[~own].tolist()).most_common(3)
+        records.append({"model": sample.titles[name], "forget images among their own class (%)": 100 * own.mean(),
+                        "the others mostly among": ", ".join(f"{classes[c]} {100 * n / len(forget):.0f} %"
+                                                             for c, n in absorbed) or "—"})
+    return pd.DataFrame.from_records(records).set_index("model")
+
+
 @dataclass
 class RunViews:
     """A run's sampled views and their UMAP, computed in the background (started when the run ends)."""
@@ -97,11 +128,38 @@ class RunViews:
 
 
 def start_views(ws: Workspace, record: RunRecord, retrain: RunResult | None) -> RunViews:
-    """Start computing ``record``'s sample views (features of the three models) and then their UMAP;
-    returns at once. The page waits on ``sample`` (well under a second) and polls ``umap``."""
+    """Start computing ``record``'s sample views (features of the three models) and then their UMAP, and
+    the original's scores on its split; returns at once. The page waits on ``sample`` (about a second)
+    and polls ``umap``."""
     sample = embed.background(sample_views, ws, record, retrain)
-    umap = embed.background(lambda: embed.submit_umap(sample.result().features(), BEFORE).result())
-    return RunViews(sample, umap)
+
+    def umap_then_original() -> Embedding:
+        umap = embed.submit_umap(sample.result().features(), BEFORE)
+        original_scores(ws, record.split, record.request.seed)  # after the features, which the UMAP waits for
+        return umap.result()
+
+    return RunViews(sample, embed.background(umap_then_original))
+
+
+_ORIGINAL_SCORES_KEPT = 16
+_original_scores: "collections.OrderedDict[tuple, Future[Evaluation]]" = collections.OrderedDict()
+_original_lock = threading.Lock()
+
+
+def original_scores(ws: Workspace, split: ForgetSplit, seed: int) -> "Future[Evaluation]":
+    """The untouched original scored on ``split`` (the row every table carries), computed once per
+    original, split and seed in the background; the latest few are kept."""
+    identity = workspace_identity(ws)
+    key = (identity, str(ws.device), split.spec, split.num_forget, seed)
+    with _original_lock:
+        future = _original_scores.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            future = embed.background(score, ws, ws.original, split, seed)
+            _original_scores[key] = future
+            while len(_original_scores) > _ORIGINAL_SCORES_KEPT:
+                _original_scores.popitem(last=False)
+        _original_scores.move_to_end(key)
+    return future
 
 
 @dataclass

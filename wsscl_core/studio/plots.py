@@ -94,7 +94,7 @@ def table_display(table: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         values = table[column]
         if pd.api.types.is_numeric_dtype(values):
-            pattern = "{:.3f}" if "AUC" in column else "{:.2f}"
+            pattern = "{:.3f}" if "AUC" in column else "{:.1f}" if column.endswith("(%)") else "{:.2f}"
             shown[column] = [MISSING if pd.isna(v) else pattern.format(v) for v in values]
         else:
             shown[column] = [MISSING if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
@@ -264,7 +264,7 @@ def confusion_figure(before: np.ndarray, after: np.ndarray, classes: Sequence[st
 def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
     """Distributions of the true-label confidence the MIA sees, per model, with its MIA-efficacy."""
     names = list(rows)
-    fig = make_subplots(1, len(names), subplot_titles=[f"{n}: MIA-efficacy {rows[n].MIA:.1f} %, loss-attack AUC "
+    fig = make_subplots(1, len(names), subplot_titles=[f"{n}<br>MIA-efficacy {rows[n].MIA:.1f} %, loss-attack AUC "
                                                        f"{rows[n].MIA_AUC:.3f}" for n in names],
                         shared_yaxes=True, horizontal_spacing=0.04)
     for col, name in enumerate(names, start=1):
@@ -274,8 +274,9 @@ def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
             fig.add_trace(go.Histogram(x=values, name=group, legendgroup=group, showlegend=col == 1,
                                        marker_color=colour, opacity=0.6, histnorm="probability",
                                        xbins=dict(start=0, end=1.0001, size=0.05)), 1, col)
-    fig.update_layout(barmode="overlay", height=380, title="Confidence p(true label | x): what the MIA classifier sees",
-                      **{**_PANELS, "legend": dict(orientation="h", y=-0.3)})
+    fig.update_layout(barmode="overlay", height=400, title="Confidence p(true label | x): what the MIA classifier sees",
+                      **{**_PANELS, "margin": dict(l=10, r=10, t=100, b=10), "legend": dict(orientation="h", y=-0.3)})
+    fig.update_annotations(font_size=12)
     fig.update_xaxes(range=[0, 1], title_text="confidence")
     return fig
 
@@ -283,23 +284,28 @@ def mia_figure(rows: dict[str, Evaluation]) -> go.Figure:
 def saliency_layer_figure(hard: LayerLayout, soft: LayerLayout, layer: str) -> go.Figure:
     """One layer's hard mask, soft mask and their difference (hard − soft), in the same layout side by side."""
     diff = hard.z - soft.z
-    fig = make_subplots(1, 3, subplot_titles=["hard mask (1 = moves, 0 = frozen)", "soft mask (step scale)",
-                                              "hard − soft (red: hard moves more; blue: soft moves a frozen weight)"],
-                        horizontal_spacing=0.04)
+    fig = make_subplots(1, 3, subplot_titles=["hard mask (1 moves, 0 frozen)", "soft mask (step scale)",
+                                              "hard − soft"], horizontal_spacing=0.05)
     for col, (z, axis) in enumerate(((hard.z, "coloraxis"), (soft.z, "coloraxis"), (diff, "coloraxis2")), start=1):
         fig.add_trace(go.Heatmap(z=z, coloraxis=axis, hoverongaps=False,
                                  hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>"), 1, col)
     fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, cmax=1,
-                                     colorbar=dict(x=0.63, thickness=10, len=0.8, title="mask")),
+                                     colorbar=dict(orientation="h", x=0.33, y=-0.4, len=0.6, thickness=10,
+                                                   title="mask value")),
                       coloraxis2=dict(colorscale="RdBu_r", cmid=0, cmin=-1, cmax=1,
-                                      colorbar=dict(x=1.0, thickness=10, len=0.8, title="Δ")),
-                      height=460, title=f"Saliency of {layer}: {hard.note}", **_PANELS)
-    fig.update_yaxes(autorange="reversed", title_text=hard.y_title, col=1)
+                                      colorbar=dict(orientation="h", x=0.84, y=-0.4, len=0.3, thickness=10,
+                                                    title="hard − soft")),
+                      height=520, title=f"Saliency of {layer}: {hard.note}",
+                      **{**_PANELS, "margin": dict(l=10, r=10, t=80, b=140)})
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title_text=hard.x_title)
-    if hard.square_cells:
+    if hard.square_cells:  # a grid of kernels: positions are tiles, not indices; the title says how to read it
         for col in (1, 2, 3):
             fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", scaleratio=1, col=col)
+        fig.update_xaxes(showticklabels=False)
+        fig.update_yaxes(showticklabels=False)
+    else:
+        fig.update_yaxes(title_text=hard.y_title, col=1)
+        fig.update_xaxes(title_text=hard.x_title)
     fig.update_xaxes(showgrid=False, zeroline=False)
     fig.update_yaxes(showgrid=False, zeroline=False)
     return fig
@@ -316,8 +322,11 @@ def layer_size_figure(table: pd.DataFrame) -> go.Figure:
                text=[f"{v:.0f} %" for v in table["% of layer selected"]], textposition="outside"),
         go.Bar(x=layers, y=table["Σ soft"], name="soft mask: Σ of its values", marker_color=RETAIN),
     ])
-    fig.update_layout(barmode="group", yaxis_type="log", yaxis_title="weights (log scale)", height=420,
-                      title="Layer sizes and what each mask lets move (label: % of the layer selected)", **_LAYOUT)
+    fig.update_layout(barmode="group", yaxis_type="log", yaxis_title="weights (log scale)", height=460,
+                      title="Layer sizes and what each mask lets move (label: % of the layer selected)",
+                      **{**_LAYOUT, "margin": dict(l=10, r=10, t=80, b=10),
+                         "legend": dict(orientation="h", y=1.0, yanchor="bottom", x=0)})
+    fig.update_xaxes(tickangle=-30, automargin=True)
     return fig
 
 
