@@ -478,3 +478,35 @@ def test_every_cli_argument_is_checked_before_any_data_is_loaded(argv, message, 
     assert status == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_upload_never_changes_the_sessions_model(digits_checkpoint):
+    """A checkpoint whose metadata claims 3 input channels for a grey model is refused with the field named,
+    and the session keeps the model it had (before, such a file became the session's model and broke the
+    Model page)."""
+    import io
+
+    import torch
+    from streamlit.testing.v1 import AppTest
+
+    payload = torch.load(io.BytesIO(digits_checkpoint), weights_only=True)
+    payload["metadata"]["in_channels"] = 3
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+
+    def script(good: bytes, bad: bytes) -> None:
+        import streamlit as st
+
+        from pages import session
+
+        if "first" not in st.session_state:
+            st.session_state.first = session.adopt_upload(good, "digits", None)
+            st.session_state.key_before = st.session_state.workspace_key
+        session.adopt_upload(bad, "digits", None)
+        st.write(f"kept: {st.session_state.workspace_key == st.session_state.key_before}")
+
+    at = AppTest.from_function(script, args=(digits_checkpoint, buffer.getvalue()), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("in_channels" in e.value or "channel" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state.first and "kept: True" in [m.value for m in at.markdown]
