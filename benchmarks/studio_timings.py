@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -196,6 +197,8 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
             server.terminate()
             server.wait(10)
             browser.close()
+            if cold_numba_cache:
+                shutil.rmtree(env["NUMBA_CACHE_DIR"], ignore_errors=True)
     return {"app_start_to_usable_home_s": home, "app_start_to_home_chart_drawn_s": home_chart,
             "click_to_first_live_chart_point_s": first_chart_in_page,
             "click_to_first_live_chart_point_seen_by_playwright_s": first_chart,

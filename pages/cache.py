@@ -2,9 +2,10 @@
 
 Each cached function takes the objects it works on and hashes them with ``hash_funcs``: a
 workspace by the identity of its original (dataset fingerprint, weights hash, architecture), a run
-by its number, a run result by what it is (method, split, seed, scores), a split by its spec, and
-forget gradients by the workspace and forget set they belong to. No caller keeps a string key and
-an object consistent by hand.
+by its number, a run result by what it is (method, split, seed, scores), and forget gradients by the
+workspace and forget set they belong to. No caller keeps a string key and an object consistent by
+hand. The original's scores on a split are memoised in the library (``compare.original_scores``),
+which starts them in the background while a run trains.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ HASH_FUNCS = {
     Workspace: workspace_hash,
     RunRecord: lambda record: record.number,
     RunResult: result_hash,
-    ForgetSplit: lambda split: (str(split.spec), split.spec.seed, split.num_forget),
     SaliencyGradients: lambda g: (g.workspace_id, str(g.spec), g.spec.seed, g.seconds),
 }
 

@@ -25,7 +25,8 @@ demo_class = left.selectbox("Class to forget", range(len(classes)), format_func=
 demo_seed = right.number_input("Seed", min_value=0, value=link.seed or 0, step=1, key="methods_demo_seed")
 demo_spec = ForgetSpec("class", (int(demo_class),), seed=int(demo_seed))
 shipped = session.has_reference(demo_spec, demo_spec.seed)
-plan = " and ".join(demo) + ("" if shipped else " and Retrain")
+names = demo + ([] if shipped else ["Retrain"])
+plan = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 st.write(f"Runs **{plan}** with their default settings, one after the other, on “{classes[demo_class]}”."
          + (" Retrain ships with the studio for this forget set, so it is not run." if shipped else
             " Retrain takes as long as training the original."))

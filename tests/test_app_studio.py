@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from test_app import chart_titles, jobs_of, make_app, poll_until_finished  # noqa: F401  (fixtures there too)
+from test_app import chart_titles, jobs_of, make_app, poll_until_finished
 from test_app import no_umap_worker  # noqa: F401  (autouse fixture: no UMAP worker process)
 
 from pages import cache, session

@@ -211,3 +211,26 @@ def test_the_forget_neighbourhood_says_which_classes_hold_the_forget_images():
     sample = SampleViews(np.arange(120), labels, partly, views, {"before": "Original", "after": "FT"}, ())
     table = forget_neighbourhood(sample, ["zero", "one", "two"], k=5)
     assert table.loc["Original", "forget images among their own class (%)"] == 100
+
+
+def test_cached_loaders_hash_a_workspace_by_its_original(digits, digits_checkpoint, monkeypatch):
+    """Two workspaces opened from the same checkpoint share cache entries; a changed original does not."""
+    import copy
+
+    from pages import cache
+    from wsscl_core.workspace import open_workspace
+
+    calls = []
+    real = cache.predict_logits
+    monkeypatch.setattr(cache, "predict_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache.test_scores.clear()
+    first, same = (open_workspace(digits_checkpoint, digits, device="cpu") for _ in range(2))
+    changed = copy.copy(first)
+    changed.__dict__.pop("_studio_identity", None)
+    changed.original = copy.deepcopy(first.original)
+    with torch.no_grad():
+        next(changed.original.parameters()).mul_(1.5)
+    assert cache.test_scores(first) == cache.test_scores(same) and len(calls) == 1
+    cache.test_scores(changed)
+    assert len(calls) == 2
+    cache.test_scores.clear()

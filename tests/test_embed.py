@@ -164,3 +164,9 @@ def test_model_view_predictions_match_the_model(digits_workspace):
     images = digits_workspace.data.test.images[:64]
     view = embed.model_view(digits_workspace.original, images)
     assert (view.predictions == predict_logits(digits_workspace.original, images).argmax(1).numpy()).all()
+
+
+def test_the_numba_cache_is_seen_as_warm_once_umap_has_run_with_it():
+    embed.enable_numba_cache()
+    embed._umap_coords({"before": np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)}, "before")
+    assert embed.numba_cache_is_warm()

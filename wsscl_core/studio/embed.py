@@ -39,6 +39,7 @@ from ..models import Classifier
 
 MAX_POINTS = 1500  # sampled images per view: enough for every class's cluster, and a fit of a few seconds
 WORKER_NICENESS = 0  # the same priority as the server: see _Worker
+COLD_COMPILE_NICENESS = 10  # while numba's disk cache is empty (a machine's first start), the compile yields
 UMAP_INPUT_DIMS = 50
 Projection = Literal["umap", "pca"]
 
@@ -154,6 +155,14 @@ def enable_numba_cache() -> int:
     return switched
 
 
+def numba_cache_is_warm() -> bool:
+    """Whether numba's disk cache already holds UMAP's layout code (it does after a first start)."""
+    from umap.layouts import _nb_optimize_layout_euclidean_single_epoch as layout
+
+    index = getattr(getattr(layout._cache, "_cache_file", None), "_index_path", None)
+    return bool(index) and os.path.exists(index)
+
+
 def _fit_umap(distances: np.ndarray):
     """UMAP on a precomputed (n, n) distance matrix of the reference features.
 
@@ -214,6 +223,8 @@ def _serve(tasks: multiprocessing.Queue, results: multiprocessing.Queue) -> None
     warnings.filterwarnings("ignore")  # numba's notes on functions it cannot cache, umap's on n_jobs
     try:
         enable_numba_cache()
+        if not numba_cache_is_warm():  # half a minute of compiling: let the live run and the pages go first
+            os.nice(COLD_COMPILE_NICENESS)
     except Exception:  # no umap installed: the calls below report it
         pass
     while True:
@@ -229,10 +240,11 @@ class _Worker:
 
     Numba compilation holds the GIL (half a minute the first time on a machine, before the disk
     cache has the code), so it must not share a process with training threads; later fits reuse
-    the compiled code. It runs at the server's CPU priority: with the code cached its warm-up is
-    under a second, and a lower priority starved the fit a Compare page waits for whenever other
-    processes kept the cores busy (measured: 8 s instead of 2.5 s at nice +10 on a loaded 2-core
-    CPU). The process is a daemon, so stopping the app ends it at once.
+    the compiled code. It runs at the server's CPU priority once the code is cached (its warm-up is
+    then under a second, and a lower priority starved the fit a Compare page waits for whenever other
+    processes kept the cores busy: 8 s instead of 2.5 s at nice +10 on a loaded 2-core CPU); while
+    the cache is still empty it compiles at ``COLD_COMPILE_NICENESS``, behind the live run. The
+    process is a daemon, so stopping the app ends it at once.
     """
 
     def __init__(self) -> None:
