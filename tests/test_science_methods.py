@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
+import time
 from typing import Callable
 
 import pytest
@@ -434,6 +435,21 @@ def test_a_stop_reaches_the_training_loop(ctx_split):
     cancel.set()
     with pytest.raises(RunCancelled):
         run_unlearning("ft", ctx_split("random:0.1", cancel=cancel), {"epochs": 1})
+
+
+def test_rte_waits_for_the_gpu_before_the_clock_stops(ctx, monkeypatch):
+    """On CUDA, kernels run asynchronously: RTE must include a synchronize, or it under-measures. The fake
+    synchronize takes 0.5 s, far longer than one FT epoch on digits, and must be inside the RTE."""
+    synced = []
+
+    def slow_synchronize(*args) -> None:
+        time.sleep(0.5)
+        synced.append(True)
+
+    monkeypatch.setattr(UnlearnContext, "device", property(lambda self: torch.device("cuda")))
+    monkeypatch.setattr(torch.cuda, "synchronize", slow_synchronize)
+    out = run_unlearning("ft", ctx, {"epochs": 1})
+    assert synced == [True] and out.seconds >= 0.5
 
 
 def test_run_unlearning_takes_a_ready_config(ctx):
