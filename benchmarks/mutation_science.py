@@ -53,9 +53,10 @@ TESTS = ["tests/test_science.py", "tests/test_science_methods.py", "tests/test_s
 ENGINE_SPANS = [
     (r"^def augment_batch\(", r"^    return x$"),
     (r"^    def lr_at\(", r"^        return self\.lr$"),
-    (r"^def _masked_update_\(", r"^            g\.mul_\(m\)$"),
-    (r"^        named = \[\(n, p\) for n, p in model\.named_parameters\(\)", r"weight_decay=0\.0\)$"),
-    (r"^                    for group in opt\.param_groups:", r"^                    opt\.step\(\)$"),
+    (r"^def masked_update_\(", r"^            g\.mul_\(m\)$"),
+    (r"^        named = \[\(n, p\) for n, p in self\.model\.named_parameters\(\)", r"weight_decay=0\.0\)$"),
+    (r"^                    for group in optimiser\.param_groups:", r"group\[\"lr\"\] = phase\.lr_at\(step, total\)$"),
+    (r"^    def _step\(", r"^        optimiser\.step\(\)$"),
 ]
 SKIP_MARK = "(outside the mutated engine spans)"
 # Appended to the copied conftest: the digits original is trained once per process (conftest may be
