@@ -163,6 +163,19 @@ def numba_cache_is_warm() -> bool:
     return bool(index) and os.path.exists(index)
 
 
+def numba_cache_state() -> dict[str, bool]:
+    """In the worker process: whether UMAP's numba code is cached on disk (switched on, and written).
+
+    Only the worker imports numba: numba's threads in the server process made torch's results
+    differ in the last digits between identical runs."""
+    import umap.layouts
+    import umap.umap_
+
+    switched = all(type(f._cache).__name__ != "NullCache"
+                   for f in (umap.umap_.smooth_knn_dist, umap.layouts._nb_optimize_layout_euclidean_single_epoch))
+    return {"caching": switched, "warm": numba_cache_is_warm()}
+
+
 def _fit_umap(distances: np.ndarray):
     """UMAP on a precomputed (n, n) distance matrix of the reference features.
 
