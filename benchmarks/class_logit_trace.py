@@ -14,8 +14,6 @@ import argparse
 import dataclasses
 import sys
 
-import torch
-
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.methods import make_config
 from wsscl_core.methods.contrastive import two_stage_phases
