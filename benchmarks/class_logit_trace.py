@@ -1,4 +1,4 @@
-"""Where a forgotten class's logit goes through WSS-CL's stages (docs/TUNING.md, class forgetting).
+"""Where a forgotten class's logit goes through WSS-CL's stages (docs/notes/class-logit-trace.md).
 
     PYTHONPATH=. python benchmarks/class_logit_trace.py --forget class:7 --seed 2
 
