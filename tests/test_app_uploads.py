@@ -10,13 +10,10 @@ import io
 
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 from torch import nn
 
+from test_app import upload_app as upload
 from wsscl_core.engine import to_float
-
-TIMEOUT = 120
-
 
 class ChannelNormalise(nn.Module):
     def __init__(self, mean, std):
@@ -88,23 +85,6 @@ def _salun_checkpoint(digits, mean, std) -> tuple[bytes, nn.Module]:
                 "state_dict": model.state_dict(), "best_sa": 9.0, "optimizer": optimizer, "scheduler": scheduler,
                 "init_weight": initial}, buffer)
     return buffer.getvalue(), model.eval()
-
-
-def upload(payload: bytes, model_name: str | None = None) -> AppTest:
-    """Run the Model page's upload handler on the bytes (AppTest cannot drive a file uploader)."""
-
-    def script(payload: bytes, model_name: str | None) -> None:
-        import streamlit as st
-
-        from pages import session
-
-        if session.adopt_upload(payload, "digits", model_name):
-            st.success("loaded")
-
-    at = AppTest.from_function(script, args=(payload, model_name), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_salun_key_layout_matches_ours_apart_from_the_normalisation_buffers(digits):
