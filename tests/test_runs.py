@@ -19,9 +19,10 @@ from wsscl_core.errors import WssclError
 from wsscl_core.methods import (DEFAULTS_FILE, METHODS, check_defaults, make_config, method_names,
                                 read_defaults_file, tuned_defaults)
 from wsscl_core.methods.contrastive import PAPER_LITERAL
-from wsscl_core.metrics import loss_threshold_auc
-from wsscl_core.runs import RunRequest, prepare, run
+from wsscl_core.metrics import avg_gap, loss_threshold_auc
+from wsscl_core.runs import RunRequest, original_result, prepare, run
 from wsscl_core.studio.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work
+from wsscl_core.workspace import open_workspace
 
 
 def test_the_same_request_gives_the_same_metrics_through_cli_bench_and_studio(digits_workspace, digits_trained,
@@ -155,8 +156,6 @@ def test_the_default_recipe_memorises_and_the_augmented_one_stays_available():
 
 def test_the_shipped_model_is_in_the_memorising_regime():
     """RA ≥ 99.5 % and TA ≥ 89.5 % as recorded when it was trained, with the recipe Retrain repeats."""
-    from wsscl_core.workspace import open_workspace
-
     ws = open_workspace(device="cpu")
     assert ws.recipe == RECIPES["memorise"]
     assert ws.metadata["metrics"]["RA"] >= 99.5 and ws.metadata["metrics"]["TA"] >= 89.5
@@ -206,9 +205,18 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     assert len(done) == 3
     assert len({tuple(sorted(t.params.items())) for t in done}) == 3  # the resumed study drew a new point
     assert "[ga] trial 3/3" in capsys.readouterr().err
+    untouched = study.user_attrs["original_gap"]  # the original's Avg.Gap on the same splits and images
+    ws = open_workspace(checkpoint, "digits", device="cpu")
+    first = prepare(ws, RunRequest.parse("retrain", "random:0.1", None, 100, "val"))
+    assert untouched == pytest.approx(avg_gap(original_result(ws, first.split, first.request).scores(),
+                                              references[next(iter(references))]))
     report = tmp_path / "TUNING.md"
     assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0
-    assert "## GA — forget random:0.1" in report.read_text() and "3 finished trials" in report.read_text()
+    text = report.read_text()
+    assert "## GA — forget random:0.1" in text and "3 finished trials" in text
+    best = min(t.value for t in done)
+    ranking = [line for line in text.splitlines() if line.startswith("| GA |") or line.startswith("| Original")]
+    assert sorted(ranking) == sorted([f"| GA | {best:.3f} |", f"| Original (no unlearning) | {untouched:.3f} |"])
 
 
 def test_tune_refuses_seeds_the_tables_report_and_untunable_methods(capsys):

@@ -18,7 +18,7 @@ from .errors import WssclError
 from .fileio import atomic_write_files
 from .metrics import METRIC_KEYS
 from .methods import get_method, method_names
-from .runs import ORIGINAL, PreparedRun, RunRequest, RunResult, check, execute, original_result, prepare
+from .runs import ORIGINAL, ORIGINAL_LABEL, PreparedRun, RunRequest, RunResult, check, execute, original_result, prepare
 from .workspace import Workspace
 
 REFERENCE = "retrain"
@@ -68,7 +68,7 @@ class BenchResult:
 
 
 def label_of(method: str) -> str:
-    return "Original (no unlearning)" if method == ORIGINAL else get_method(method).label
+    return ORIGINAL_LABEL if method == ORIGINAL else get_method(method).label
 
 
 def resolve_methods(text: str) -> list[str]:

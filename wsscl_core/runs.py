@@ -24,6 +24,7 @@ from .workspace import Workspace, checkpoint_metadata
 # samples (a fixed random subset per seed; SalUn's MIA caps its shadow set at the same number).
 RETAIN_EVAL = 10_000
 ORIGINAL = "original"  # the untouched original model, as a row of every table
+ORIGINAL_LABEL = "Original (no unlearning)"
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def original_result(ws: Workspace, split: ForgetSplit, request: RunRequest) -> R
     """The untouched original scored like a run (RTE 0): the row every method must beat."""
     began = time.perf_counter()
     evaluation = score(ws, ws.original, split, request.seed, request.holdout)
-    return RunResult(request, split, ORIGINAL, "Original (no unlearning)", ws.original, {}, evaluation, 0.0,
+    return RunResult(request, split, ORIGINAL, ORIGINAL_LABEL, ws.original, {}, evaluation, 0.0,
                      time.perf_counter() - began)
 
 
