@@ -100,8 +100,9 @@ def test_every_page_renders_its_defaults(digits_workspace, page):
 def test_unlearn_defaults_come_from_the_method_config(app):
     app.switch_page("pages/unlearn.py").run()
     assert app.selectbox(key="method").value == "wsscl"
-    assert app.number_input(key="hp.wsscl.class.tau").value == 1.4
-    assert app.number_input(key="hp.wsscl.class.stage1_epochs").value == 1
+    class_config = make_config("wsscl", scenario="class")
+    assert app.number_input(key="hp.wsscl.class.tau").value == class_config.tau
+    assert app.number_input(key="hp.wsscl.class.stage1_epochs").value == class_config.stage1_epochs
     class_lr, random_lr = make_config("wsscl", scenario="class").stage1_lr, make_config("wsscl").stage1_lr
     assert class_lr != random_lr
     assert app.number_input(key="hp.wsscl.class.stage1_lr").value == class_lr

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from wsscl_core.data import ForgetSpec
+from wsscl_core.methods import make_config
 from wsscl_core.metrics import METRIC_KEYS
 from wsscl_core.saliency import hard_mask, soft_mask
 from wsscl_core.studio import plots, references, saliency_view, share
@@ -80,7 +81,9 @@ def test_saliency_figure_has_hard_soft_and_their_difference():
 # --------------------------------------------------------------------------- links
 
 @pytest.mark.parametrize("spec, method, overrides", [
-    (ForgetSpec("class", (3,)), "wsscl", {"stage1_epochs": 2, "tau": 1.1}),
+    # values that differ from the defaults (a link leaves defaults out)
+    (ForgetSpec("class", (3,)), "wsscl", {"stage1_epochs": make_config("wsscl", scenario="class").stage1_epochs + 1,
+                                          "tau": 1.1}),
     (ForgetSpec("random", fraction=0.1, seed=2), "ft", {"epochs": 4}),
     (ForgetSpec("random", fraction=0.5, seed=0), "salun", {}),
 ])
@@ -94,8 +97,6 @@ def test_links_round_trip(spec, method, overrides):
 
 
 def test_a_link_leaves_out_default_values():
-    from wsscl_core.methods import make_config
-
     default_epochs = make_config("ft", scenario="random").epochs
     query = share.to_query(ForgetSpec("random", fraction=0.1), "ft", {"epochs": default_epochs, "lr": 0.5}, "random")
     assert query["set"] == ["lr=0.5"]

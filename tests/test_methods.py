@@ -175,7 +175,7 @@ def test_random_labels_on_a_class_split_come_from_the_kept_classes(ctx_for, monk
 
 def test_class_forgetting_with_salun_forgets_the_class(ctx_for):
     ctx = ctx_for("class:3")
-    out = run_unlearning("salun", ctx, {"epochs": 2})
+    out = run_unlearning("salun", ctx)  # its tuned class defaults
     assert _accuracy_on(out.model, ctx, ctx.split.forget) < 20
 
 

@@ -382,7 +382,8 @@ CHANGES = [
     ("cl", "retain_ratio", 1.0, 3.0, "random:0.1"),
     ("cl", "num_negatives", 7, 128, "random:0.1"),
     ("cl", "target_classes", "retain", "all", "class:3"),
-    ("cl", "target_classes", "retain", "all", "class:3", {"stage1_epochs": 0}),
+    # stage 2 alone: the kept classes reach the contrastive loss through its logits (features have no classes)
+    ("cl", "target_classes", "retain", "all", "class:3", {"stage1_epochs": 0, "representation": "logits"}),
     ("cl", "target_classes", "retain", "all", "class:3", {"stage2_epochs": 0}),
     ("wscl", "mask_ratio", 0.3, 0.5, "random:0.1"),
     ("wsscl", "mask_normalisation", "global", "per-tensor", "random:0.1"),
