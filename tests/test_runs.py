@@ -224,3 +224,32 @@ def test_tune_refuses_seeds_the_tables_report_and_untunable_methods(capsys):
     assert "seeds start at" in capsys.readouterr().err
     assert main(["tune", "--methods", "retrain", "--trials", "1"]) == 2
     assert "reference" in capsys.readouterr().err
+
+
+def test_a_study_over_an_earlier_search_space_is_kept_for_the_record_and_left_out_of_the_ranking(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from wsscl_core import tune
+
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    name = "ga|random:0.1|digits"
+    earlier = optuna.create_study(study_name=name, storage=storage)
+    for key, value in {"method": "ga", "forget": "random:0.1", "settings": ["digits"], "seeds": [100],
+                       "space": {"epochs": "IntRange(low=1, high=3)", "lr": "FloatRange(low=1e-05, high=0.01)"}}.items():
+        earlier.set_user_attr(key, value)
+    earlier.add_trial(optuna.trial.create_trial(
+        params={"epochs": 2, "lr": 1e-3}, value=1.5,
+        distributions={"epochs": IntDistribution(1, 3), "lr": FloatDistribution(1e-5, 1e-2, log=True)}))
+    assert tune.archive_if_space_changed(storage, name, "ga") == f"{name}|earlier space 1"
+    names = optuna.get_all_study_names(storage)
+    assert name not in names and f"{name}|earlier space 1" in names
+    kept = optuna.load_study(study_name=f"{name}|earlier space 1", storage=storage)
+    assert [t.value for t in kept.trials] == [1.5] and kept.user_attrs["method"] == "ga"
+    report = tune.tuning_report(storage, 1)
+    assert "## GA — forget random:0.1 — earlier search space, kept for the record" in report
+    assert "| GA |" not in report  # not ranked: its values cannot be a default
+    current = optuna.create_study(study_name=name, storage=storage)
+    current.set_user_attr("method", "ga")
+    current.set_user_attr("space", tune.space_record("ga"))
+    assert tune.archive_if_space_changed(storage, name, "ga") is None  # the same space: resumed, not archived

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,29 @@ def open_storage(url: str) -> Any:
         return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
 
 
+def space_record(method: str) -> dict[str, str]:
+    """A method's current search space as the study store records it."""
+    return {k: repr(v) for k, v in get_method(method).config_cls.SEARCH_SPACE.items()}
+
+
+def archive_if_space_changed(storage: Any, name: str, method: str) -> str | None:
+    """A study begun over another search space than the method's config now states cannot be resumed
+    (its trials were drawn elsewhere): it is kept for the record under a new name and the study starts
+    afresh. Returns the archive's name, or None when nothing changed."""
+    import optuna
+
+    if name not in optuna.get_all_study_names(storage):
+        return None
+    earlier = optuna.load_study(study_name=name, storage=storage)
+    if earlier.user_attrs.get("space", space_record(method)) == space_record(method):
+        return None
+    taken = set(optuna.get_all_study_names(storage))
+    archive = next(f"{name}|earlier space {i}" for i in range(1, len(taken) + 2) if f"{name}|earlier space {i}" not in taken)
+    optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=storage, to_study_name=archive)
+    optuna.delete_study(study_name=name, storage=storage)
+    return archive
+
+
 def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: int, storage: Any,
                 seeds: list[int], cancel: CancelFlag | None = None,
                 on_trial: Callable[[str, int, int, float, float, float], None] | None = None) -> Any:
@@ -180,6 +204,10 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scenario = ForgetSpec.parse(forget).kind
     name = study_name(method, forget, settings)
+    archived = archive_if_space_changed(storage, name, method)
+    if archived is not None:
+        print(f"{get_method(method).label}: the search space changed; the earlier study is kept as {archived!r}",
+              file=sys.stderr, flush=True)
     # the sampler's seed counts the trials already in the store, so a resumed study (or a second worker)
     # draws new points instead of repeating the first ones
     known = len(optuna.load_study(study_name=name, storage=storage).trials) if name in optuna.get_all_study_names(
@@ -190,7 +218,7 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     study.set_user_attr("forget", forget)
     study.set_user_attr("settings", [s.name for s in settings])
     study.set_user_attr("seeds", seeds)
-    study.set_user_attr("space", {k: repr(v) for k, v in get_method(method).config_cls.SEARCH_SPACE.items()})
+    study.set_user_attr("space", space_record(method))
     if not study.trials:
         study.enqueue_trial(_default_trial(method, scenario))
     if "original_gap" not in study.user_attrs:
@@ -253,12 +281,14 @@ def tuning_report(storage: Any, budget: int) -> str:
     if untuned:
         lines += [f"No study yet (their config's defaults stand): {', '.join(untuned)}.", ""]
     studies = [optuna.load_study(study_name=s.study_name, storage=storage) for s in summaries]
-    lines += _ranking(studies, budget)
-    for study in studies:
+    current = [s for s in studies if not _superseded(s)]
+    lines += _ranking(current, budget)
+    for study in current + [s for s in studies if _superseded(s)]:
         attrs = study.user_attrs
         method = attrs.get("method", study.study_name)
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}", "",
+        lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}"
+                  + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
                   f"{len(done)} finished trials.", "", "| field | search range | trial 0 (old default) | best |",
                   "|---|---|---|---|"]
@@ -266,7 +296,10 @@ def tuning_report(storage: Any, budget: int) -> str:
         best = best_trial(study, budget)
         for name, rng in attrs.get("space", {}).items():
             lines.append(f"| {name} | {rng} | {_fmt(first.get(name))} | {_fmt(best.params.get(name)) if best else '—'} |")
-        if len(done) < budget:
+        if _superseded(study):
+            lines += ["", "Its search space is not the one the method's config states now; its values are not used"
+                      + (f" (best of its first {budget}: {best.value:.3f})." if best is not None else ".")]
+        elif len(done) < budget:
             lines += ["", f"Incomplete: {len(done)} of {budget} trials finished, so its best is not used as a default."]
         elif best is not None:
             untouched = attrs.get("original_gap")
@@ -276,6 +309,12 @@ def tuning_report(storage: Any, budget: int) -> str:
                       f"Defaults file now: {tuned_defaults(method, ForgetSpec.parse(attrs.get('forget')).kind) or 'dataclass defaults'}."]
         lines.append("")
     return "\n".join(lines)
+
+
+def _superseded(study: Any) -> bool:
+    """A study whose recorded search space is not the method's current one (archived when the space changed)."""
+    method = study.user_attrs.get("method")
+    return method is not None and study.user_attrs.get("space", space_record(method)) != space_record(method)
 
 
 def _ranking(studies: list[Any], budget: int) -> list[str]:

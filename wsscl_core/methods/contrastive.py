@@ -52,9 +52,10 @@ class CLConfig(MethodConfig):
     # Which stages the weight mask (if any) scales: both, or only stage 2 as the paper writes it.
     mask_stages: Literal["both", "stage2"] = "both"
 
+    # Each stage may take up to 10 epochs, the range every one-phase method (FT, RL, SalUn, GA, ...) searches.
     SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {
-        "stage1_epochs": IntRange(1, 3), "stage1_lr": FloatRange(1e-3, 1e-1),
-        "stage2_epochs": IntRange(1, 3), "stage2_lr": FloatRange(1e-3, 5e-2),
+        "stage1_epochs": IntRange(1, 10), "stage1_lr": FloatRange(1e-3, 1e-1),
+        "stage2_epochs": IntRange(1, 10), "stage2_lr": FloatRange(1e-3, 5e-2),
         "retain_ratio": FloatRange(0.5, 8.0), "representation": Choice(("logits", "features")),
     }
 
