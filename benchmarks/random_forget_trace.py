@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     split = make_forget_split(ws.data.train.labels, ForgetSpec.parse(args.forget, args.seed), ws.data.num_classes)
     train, val = ws.data.train, ws.data.holdout("val")
     retain = split.retain[:3000]
-    sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {"forget": (train.images[split.forget], train.labels[split.forget]),
-                                         "retain": (train.images[retain], train.labels[retain]),
-                                         "val": (val.images, val.labels)}
+    sets = {"forget": (train.images[split.forget], train.labels[split.forget]),
+            "retain": (train.images[retain], train.labels[retain]),
+            "val": (val.images, val.labels)}
 
     def report(name: str, model: Classifier) -> None:
         cells = "  ".join(f"{key} {accuracy(model, *pair):6.2f}" for key, pair in sets.items())
