@@ -1,6 +1,7 @@
 """Retrain and FT through the registry, parameter validation, and the CLI end to end on digits."""
 
 import json
+import threading
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from wsscl_core.__main__ import main
 from wsscl_core.bench import per_class_markdown, run_benchmark, table_markdown, write_outputs
 from wsscl_core.checkpoints import save_checkpoint
 from wsscl_core.data import ForgetSpec, make_forget_split
-from wsscl_core.errors import WssclError
+from wsscl_core.errors import RunCancelled, WssclError
 from wsscl_core.methods import make_config, run_unlearning
 from wsscl_core.metrics import evaluate
 from wsscl_core.runs import score
@@ -79,6 +80,24 @@ def test_benchmark_tables(digits_workspace, tmp_path):
     csv_path, json_path = write_outputs(result, tmp_path)
     assert len(csv_path.read_text().splitlines()) == 1 + 3 * 2
     assert [row["method"] for row in json.loads(json_path.read_text())["rows"]][:3] == ["retrain", "original", "ft"]
+
+
+def test_interrupted_benchmark_keeps_its_finished_rows(digits_workspace, tmp_path):
+    """A benchmark stopped after Retrain and the Original row has written exactly those rows."""
+    ws = digits_workspace
+    stop = threading.Event()
+    written = []
+
+    def keep(partial):
+        written.append(write_outputs(partial, tmp_path)[1])
+        if len(partial.rows) == 2:
+            stop.set()  # cancelled before FT takes its first step
+
+    with pytest.raises(RunCancelled):
+        run_benchmark(ws, ["retrain", "ft"], "random:0.1", [0], {"ft": {"epochs": 1}}, cancel=stop, on_row=keep)
+    rows = json.loads(written[-1].read_text())["rows"]
+    assert [r["method"] for r in rows] == ["retrain", "original"]
+    assert rows[1]["avg_gap"] > 0 and rows[0]["avg_gap"] == 0
 
 
 def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
-from .bench import check_benchmark, per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
+from .bench import BenchResult, check_benchmark, label_of, per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
 from .checkpoints import save_checkpoint
 from .data import DATASETS, DEFAULT_DATASET, ForgetSpec, dataset_names, load_dataset
 from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
@@ -147,14 +147,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
     check_output_dir(args.out_dir, "--out-dir")
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
     cancel = _cancel_on_interrupt()
+
+    def keep_rows(partial: BenchResult) -> None:
+        """Each finished row is written at once: an interrupted benchmark keeps what it finished."""
+        row = partial.rows[-1]
+        paths = write_outputs(partial, args.out_dir)
+        print(f"{label_of(row.method)} s{row.seed}: Avg.Gap {row.avg_gap:.2f}, RTE {row.rte_s:.1f} s "
+              f"({len(partial.rows)} rows in {paths[-1]})", file=sys.stderr, flush=True)
+
     result = run_benchmark(ws, methods, args.forget, seeds, overrides,
-                           progress_for=lambda m, s: ProgressBar(f"{m} s{s} "), cancel=cancel)
+                           progress_for=lambda m, s: ProgressBar(f"{m} s{s} "), cancel=cancel, on_row=keep_rows)
     print(table_markdown(result))
     if args.forget.startswith("class"):
         print()
         print(per_class_markdown(result))
-    for path in write_outputs(result, args.out_dir):
-        print(f"wrote {path}", file=sys.stderr)
 
 
 def _trial_line(method: str, done: int, total: int, value: float, best: float, seconds: float) -> None:

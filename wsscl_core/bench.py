@@ -105,18 +105,29 @@ def prepare_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: lis
 def run_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[int],
                   overrides: dict[str, dict] | None = None,
                   progress_for: Callable[[str, int], ProgressFn | None] = lambda m, s: None,
-                  cancel: CancelFlag | None = None, holdout: Holdout = "test") -> BenchResult:
-    """Each method on each seed's split, scored against that seed's Retrain, with the untouched original as a row."""
-    rows: list[BenchRow] = []
+                  cancel: CancelFlag | None = None, holdout: Holdout = "test",
+                  on_row: Callable[[BenchResult], None] | None = None) -> BenchResult:
+    """Each method on each seed's split, scored against that seed's Retrain, with the untouched original as a row.
+
+    ``on_row`` receives the table so far after every finished row, so a long benchmark that is stopped
+    or cut off keeps the rows it finished.
+    """
+    result = BenchResult(forget, ws.data.name, ws.model_name, [], list(ws.data.classes))
+
+    def add(row: BenchRow) -> None:
+        result.rows.append(row)
+        if on_row is not None:
+            on_row(result)
+
     for prepared_runs in prepare_benchmark(ws, methods, forget, seeds, overrides, holdout):
         reference = execute(ws, prepared_runs[0], progress_for(REFERENCE, prepared_runs[0].request.seed), cancel)
-        rows.append(BenchRow.of(reference, reference))
+        add(BenchRow.of(reference, reference))
         first = prepared_runs[0]
-        rows.append(BenchRow.of(original_result(ws, first.split, first.request), reference))
+        add(BenchRow.of(original_result(ws, first.split, first.request), reference))
         for prepared in prepared_runs[1:]:
-            result = execute(ws, prepared, progress_for(prepared.request.method, prepared.request.seed), cancel)
-            rows.append(BenchRow.of(result, reference))
-    return BenchResult(forget, ws.data.name, ws.model_name, rows, list(ws.data.classes))
+            result_of_run = execute(ws, prepared, progress_for(prepared.request.method, prepared.request.seed), cancel)
+            add(BenchRow.of(result_of_run, reference))
+    return result
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

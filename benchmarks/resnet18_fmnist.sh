@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# ResNet-18 (CIFAR stem) on full Fashion-MNIST in the memorising regime: train the original, then every
+# method against Retrain on random 10 %, one seed. Meant for a GPU; each finished row is written at once.
+#   benchmarks/resnet18_fmnist.sh OUT_DIR [EPOCHS] [DATASET]
+# The original is kept in runs/ (it is too large to sit beside the tables); Retrain repeats its recipe.
+set -euo pipefail
+out=${1:?usage: benchmarks/resnet18_fmnist.sh OUT_DIR [EPOCHS] [DATASET]}
+epochs=${2:-15}
+dataset=${3:-fashion-mnist}
+python=${PYTHON:-python3}
+mkdir -p "$out" runs
+original=runs/resnet18_${dataset}_e${epochs}.pt
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU found: running on CPU"
+"$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+[ -f "$original" ] || "$python" -m wsscl_core train --dataset "$dataset" --model resnet18 --epochs "$epochs" --out "$original"
+# the two WSS-CL variants and SalUn first: on a machine lent for a short time they are the rows that matter most
+"$python" -m wsscl_core bench --checkpoint "$original" --forget random:0.1 --seeds 1 --out-dir "$out" \
+  --methods wsscl,wsscl_paper,salun,ft,l1_sparse,rl,iu,ga,bs,be,cl,wscl
