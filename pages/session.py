@@ -233,7 +233,7 @@ def _restore_inputs(ws: Workspace, state: share.SharedState) -> list[str]:
                 scenario = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes).scenario
             except WssclError as exc:
                 problems.append(str(exc))
-        defaults = vars(make_config(state.method, scenario=scenario))
+        defaults = vars(make_config(state.method, scenario=scenario, recipe_lr=ws.recipe.lr))
         for name, value in defaults.items():  # the link's settings on top of the defaults, as its author had them
             st.session_state[f"hp.{state.method}.{scenario}.{name}"] = state.overrides.get(name, value)
     return problems

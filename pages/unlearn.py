@@ -50,7 +50,9 @@ method = st.selectbox("Method", list(METHODS), index=list(METHODS).index(session
                       persist_state="session")
 defaults_for = "forgetting a whole class" if split.scenario == "class" else "random forgetting"
 with st.expander(f"Hyperparameters (the method's defaults for {defaults_for})"):
-    overrides = widgets.config_inputs(make_config(method, scenario=split.scenario), f"hp.{method}.{split.scenario}")
+    # default learning rates follow the learning rate this model was trained with (relative to the tuned units)
+    overrides = widgets.config_inputs(make_config(method, scenario=split.scenario, recipe_lr=ws.recipe.lr),
+                                      f"hp.{method}.{split.scenario}")
 shipped = method != "retrain" and session.has_reference(spec, spec.seed)
 with_retrain = False
 if shipped:

@@ -16,8 +16,8 @@ from wsscl_core.checkpoints import read_checkpoint, save_checkpoint
 from wsscl_core.data import ForgetSpec
 from wsscl_core.engine import RECIPES, TrainRecipe
 from wsscl_core.errors import WssclError
-from wsscl_core.methods import (DEFAULTS_FILE, METHODS, check_defaults, make_config, method_names,
-                                read_defaults_file, tuned_defaults)
+from wsscl_core.methods import (DEFAULTS_FILE, METHODS, TUNED_RECIPE_LR, check_defaults, is_learning_rate,
+                                make_config, method_names, read_defaults_document, tuned_defaults)
 from wsscl_core.methods.contrastive import PAPER_LITERAL
 from wsscl_core.metrics import avg_gap, loss_threshold_auc
 from wsscl_core.runs import RunRequest, original_result, prepare, run
@@ -82,8 +82,40 @@ def test_paper_literal_wsscl_masks_only_stage_two(ctx_for_digits):
     assert all(phase.mask is mask for phase in both)
 
 
+@pytest.mark.parametrize("name", method_names())
+def test_default_learning_rates_follow_the_originals_recipe(name):
+    """Trained at twice the tuned recipe's learning rate, an original gets every default learning rate
+    doubled and nothing else changed; a learning rate the user sets is taken as given."""
+    plain = make_config(name)
+    doubled = make_config(name, recipe_lr=2 * TUNED_RECIPE_LR)
+    rates = [f.name for f in dataclasses.fields(plain) if is_learning_rate(f.name)]
+    for f in dataclasses.fields(plain):
+        expected = 2 * getattr(plain, f.name) if f.name in rates else getattr(plain, f.name)
+        assert getattr(doubled, f.name) == pytest.approx(expected), f.name
+    if rates:
+        assert getattr(make_config(name, {rates[0]: 0.003}, recipe_lr=2 * TUNED_RECIPE_LR), rates[0]) == 0.003
+    assert make_config(name, recipe_lr=TUNED_RECIPE_LR) == plain
+
+
+def test_a_run_scales_the_defaults_to_its_workspaces_recipe(digits_workspace):
+    ws = digits_workspace
+    ws.recipe = dataclasses.replace(ws.recipe, lr=TUNED_RECIPE_LR / 4)
+    prepared = prepare(ws, RunRequest.parse("wsscl", "random:0.1"))
+    assert prepared.config.stage1_lr == pytest.approx(make_config("wsscl").stage1_lr / 4)
+    assert prepared.config.stage2_lr == pytest.approx(make_config("wsscl").stage2_lr / 4)
+
+
+def test_a_defaults_file_without_its_units_is_refused(tmp_path):
+    document = json.loads(DEFAULTS_FILE.read_text())
+    del document["recipe_lr"]
+    path = tmp_path / "defaults.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(WssclError, match="recipe_lr"):
+        read_defaults_document(path)
+
+
 def test_the_defaults_file_round_trips_into_every_methods_config():
-    table = read_defaults_file()
+    table = read_defaults_document()["methods"]
     assert table == json.loads(DEFAULTS_FILE.read_text())["methods"]
     for name in method_names():
         spec = METHODS[name]
@@ -217,6 +249,26 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     best = min(t.value for t in done)
     ranking = [line for line in text.splitlines() if line.startswith("| GA |") or line.startswith("| Original")]
     assert sorted(ranking) == sorted([f"| GA | {best:.3f} |", f"| Original (no unlearning) | {untouched:.3f} |"])
+
+
+def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tmp_path, monkeypatch):
+    """On an original trained at half the tuned recipe's learning rate, a trial's lr runs halved, so the
+    value a study stores means the same step size whatever original it was found on."""
+    import optuna
+
+    from wsscl_core import tune
+
+    ws = digits_workspace
+    ws.recipe = dataclasses.replace(ws.recipe, lr=TUNED_RECIPE_LR / 2)
+    requests = []
+    real_run = tune.run
+    monkeypatch.setattr(tune, "run", lambda w, request, **kw: requests.append(request) or real_run(w, request, **kw))
+    objective = tune.objective_for("ga", "random:0.1", [tune.TuneSetting("digits", ws)], [tune.TUNING_SEED],
+                                   f"sqlite:///{tmp_path / 'studies.db'}")
+    value = objective(optuna.trial.FixedTrial({"epochs": 1, "lr": 0.004}))
+    assert value >= 0
+    ga = [r for r in requests if r.method == "ga"]
+    assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002)}]
 
 
 def test_tune_refuses_seeds_the_tables_report_and_untunable_methods(capsys):

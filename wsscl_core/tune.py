@@ -24,7 +24,7 @@ from .engine import CancelFlag, check_cancel
 from .errors import RunCancelled, WssclError
 from .fileio import atomic_write_text
 from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, SearchRange, get_method, make_config,
-                      method_names, tuned_defaults)
+                      method_names, scale_learning_rates, tuned_defaults)
 from .metrics import avg_gap
 from .runs import ORIGINAL_LABEL, RunRequest, original_result, prepare, run
 from .workspace import Workspace, open_workspace, train_original
@@ -137,7 +137,9 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
             for setting in settings:
                 for seed in seeds:
                     reference = _reference_scores(storage, setting, forget, seed, cancel)
-                    result = run(setting.ws, RunRequest.parse(method, forget, values, seed, "val"), cancel=cancel)
+                    # the searched learning rates are in the defaults' units: scaled to each setting's original
+                    scaled = scale_learning_rates(values, setting.ws.recipe.lr)
+                    result = run(setting.ws, RunRequest.parse(method, forget, scaled, seed, "val"), cancel=cancel)
                     gaps[f"{setting.name}:{seed}"] = avg_gap(result.scores(), reference)
         except RunCancelled:
             trial.study.stop()

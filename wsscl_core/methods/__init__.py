@@ -226,16 +226,39 @@ def tuned_defaults(name: str, scenario: Scenario) -> dict[str, Any]:
     return dict(TUNED_DEFAULTS.get(name, {}).get(scenario, {}))
 
 
-def make_config(name: str, overrides: dict[str, Any] | None = None, scenario: Scenario = "random") -> MethodConfig:
+def is_learning_rate(field_name: str) -> bool:
+    return field_name == "lr" or field_name.endswith("_lr")
+
+
+def scale_learning_rates(values: dict[str, Any], recipe_lr: float | None) -> dict[str, Any]:
+    """``values`` with every learning rate moved from the defaults' units to an original trained at
+    ``recipe_lr``: default learning rates are relative to the recipe of the originals they were tuned on
+    (``TUNED_RECIPE_LR``), since how large a step moves a trained model depends on the step size it
+    was trained with."""
+    if recipe_lr is None:
+        return dict(values)
+    factor = recipe_lr / TUNED_RECIPE_LR
+    return {k: v * factor if is_learning_rate(k) else v for k, v in values.items()}
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None, scenario: Scenario = "random",
+                recipe_lr: float | None = None) -> MethodConfig:
     """The method's config for ``scenario``: dataclass defaults, then the tuned defaults file, then a preset's
-    fixed values, then ``overrides`` (strings are converted to the field's type)."""
+    fixed values, then ``overrides`` (strings are converted to the field's type).
+
+    With ``recipe_lr`` (the learning rate the original was trained with) the default learning rates are
+    scaled to it (:func:`scale_learning_rates`); ``overrides`` are taken as given.
+    """
     spec = get_method(name)
     if scenario not in SCENARIOS:
         raise WssclError(f"Unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}.")
     if spec.preset_of is not None:
-        cfg = _with_values(make_config(spec.preset_of, None, scenario), spec.preset, spec.label)
+        cfg = _with_values(make_config(spec.preset_of, None, scenario, recipe_lr), spec.preset, spec.label)
     else:
-        cfg = _with_values(spec.config_cls(), tuned_defaults(name, scenario), spec.label)
+        cfg = spec.config_cls()
+        defaults = {**{k: getattr(cfg, k) for k in (f.name for f in fields(cfg)) if is_learning_rate(k)},
+                    **tuned_defaults(name, scenario)}
+        cfg = _with_values(cfg, scale_learning_rates(defaults, recipe_lr), spec.label)
     cfg = _with_values(cfg, dict(overrides or {}), spec.label)
     cfg.validate()
     return cfg
@@ -246,14 +269,19 @@ def config_dict(cfg: MethodConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def read_defaults_file(path: Path = DEFAULTS_FILE) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{method: {scenario: {field: value}}}`` from the defaults file; its format is checked once the
-    methods are registered (:func:`check_defaults`)."""
+def read_defaults_document(path: Path = DEFAULTS_FILE) -> dict[str, Any]:
+    """The defaults file: ``recipe_lr`` (the learning rate of the originals its values were tuned on) and
+    ``methods``, ``{method: {scenario: {field: value}}}``; the values are checked once the methods are
+    registered (:func:`check_defaults`)."""
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise WssclError(f"The defaults file {path} cannot be read: {exc}") from None
-    return document.get("methods", {})
+    recipe_lr = document.get("recipe_lr")
+    if isinstance(recipe_lr, bool) or not isinstance(recipe_lr, (int, float)) or not 0 < recipe_lr <= MAX_LR:
+        raise WssclError(f"The defaults file {path} must give recipe_lr, the learning rate of the originals "
+                         f"its values were tuned on (a number above 0), got {recipe_lr!r}.")
+    return document
 
 
 def check_defaults(table: dict[str, dict[str, dict[str, Any]]]) -> None:
@@ -292,5 +320,7 @@ def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict
 # Importing the modules registers them; the order is the order users see.
 from . import retrain, ft, rl, ga, l1_sparse, iu, bs, be, salun, contrastive  # noqa: E402,F401
 
-TUNED_DEFAULTS = read_defaults_file()
+_DEFAULTS_DOCUMENT = read_defaults_document()
+TUNED_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = _DEFAULTS_DOCUMENT.get("methods", {})
+TUNED_RECIPE_LR: float = float(_DEFAULTS_DOCUMENT["recipe_lr"])
 check_defaults(TUNED_DEFAULTS)
