@@ -1,6 +1,6 @@
 """Replace some methods' rows of a benchmark with those of a later run on the same splits, and print the table.
 
-    PYTHONPATH=. python benchmarks/merge_bench_rows.py BASE.json RERUN.json
+    PYTHONPATH=. python benchmarks/merge_bench_rows.py BASE.json RERUN.json [--out-dir DIR]
 
 When one method's defaults change, only that method needs running again. ``RERUN.json`` comes from
 ``bench --methods retrain,M1,M2 ...`` with the same checkpoint, forget set and seeds as ``BASE.json``.
@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from wsscl_core.bench import REFERENCE, BenchResult, BenchRow, per_class_markdown, table_markdown
+from wsscl_core.bench import REFERENCE, BenchResult, BenchRow, per_class_markdown, table_markdown, write_outputs
 
 
 def load(path: Path) -> BenchResult:
@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base", type=Path)
     p.add_argument("rerun", type=Path)
+    p.add_argument("--out-dir", type=Path, default=None, help="also write the merged CSV/JSON here (to merge again)")
     args = p.parse_args(argv)
     result = merge(load(args.base), load(args.rerun))
+    if args.out_dir is not None:
+        write_outputs(result, args.out_dir)
     print(table_markdown(result))
     if result.forget.startswith("class"):
         print()

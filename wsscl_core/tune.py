@@ -24,7 +24,7 @@ from .engine import CancelFlag, check_cancel
 from .errors import RunCancelled, WssclError
 from .fileio import atomic_write_text
 from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, SearchRange, get_method, make_config,
-                      method_names, scale_learning_rates, tuned_defaults)
+                      TUNED_RECIPE_LR, method_names, scale_learning_rates, tuned_defaults)
 from .metrics import avg_gap
 from .runs import ORIGINAL_LABEL, RunRequest, original_result, prepare, run
 from .workspace import Workspace, open_workspace, train_original
@@ -275,7 +275,9 @@ def tuning_report(storage: Any, budget: int) -> str:
              "is the mean Avg.Gap to Retrain over the tuning settings and split seeds (from "
              f"{TUNING_SEED}, never a reported seed), scored on validation images, never the reported test set.",
              "Trial 0 of every study is the default at the time the study began. The chosen values are the best of",
-             f"each study's first {budget} finished trials, the same budget for every method.", ""]
+             f"each study's first {budget} finished trials, the same budget for every method. Learning rates are",
+             f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
+             "on an original trained at another rate scales them by the same factor.", ""]
     summaries = sorted((s for s in optuna.get_all_study_summaries(storage) if s.study_name != REFERENCES),
                        key=lambda s: s.study_name)
     studied = {s.user_attrs.get("method") for s in summaries}
