@@ -249,6 +249,10 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     best = min(t.value for t in done)
     ranking = [line for line in text.splitlines() if line.startswith("| GA |") or line.startswith("| Original")]
     assert sorted(ranking) == sorted([f"| GA | {best:.3f} |", f"| Original (no unlearning) | {untouched:.3f} |"])
+    # the study's own budget (the --trials it was last run with) decides, whatever the report is asked
+    assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "1"]) == 0
+    text = report.read_text()
+    assert "(budget: 3 trials per method)" in text and f"best of the first 3 {best:.3f}" in text
 
 
 def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tmp_path, monkeypatch):

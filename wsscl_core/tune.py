@@ -221,6 +221,7 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     study.set_user_attr("settings", [s.name for s in settings])
     study.set_user_attr("seeds", seeds)
     study.set_user_attr("space", space_record(method))
+    study.set_user_attr("budget", trials)  # the report chooses within this many trials, as --write-defaults did
     if not study.trials:
         study.enqueue_trial(_default_trial(method, scenario))
     if "original_gap" not in study.user_attrs:
@@ -263,9 +264,15 @@ def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path 
     atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
+def study_budget(study: Any, default: int) -> int:
+    """The trial budget a study was last run with (``tune --trials``), or ``default`` if it recorded none."""
+    return int(study.user_attrs.get("budget", default))
+
+
 def tuning_report(storage: Any, budget: int) -> str:
     """docs/TUNING.md, generated from the study store: per study its space, trials, and the best of the first
-    ``budget`` finished trials (the equal budget the defaults were chosen with)."""
+    finished trials within its budget (the equal budget the defaults were chosen with); ``budget`` stands for
+    studies that recorded none."""
     import optuna
     from optuna.trial import TrialState
 
@@ -275,7 +282,8 @@ def tuning_report(storage: Any, budget: int) -> str:
              "is the mean Avg.Gap to Retrain over the tuning settings and split seeds (from "
              f"{TUNING_SEED}, never a reported seed), scored on validation images, never the reported test set.",
              "Trial 0 of every study is the default at the time the study began. The chosen values are the best of",
-             f"each study's first {budget} finished trials, the same budget for every method. Learning rates are",
+             "each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
+             "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
              "on an original trained at another rate scales them by the same factor.", ""]
     summaries = sorted((s for s in optuna.get_all_study_summaries(storage) if s.study_name != REFERENCES),
@@ -297,18 +305,19 @@ def tuning_report(storage: Any, budget: int) -> str:
                   f"{len(done)} finished trials.", "", "| field | search range | trial 0 (old default) | best |",
                   "|---|---|---|---|"]
         first = done[0].params if done else {}
-        best = best_trial(study, budget)
+        own = study_budget(study, budget)
+        best = best_trial(study, own)
         for name, rng in attrs.get("space", {}).items():
             lines.append(f"| {name} | {rng} | {_fmt(first.get(name))} | {_fmt(best.params.get(name)) if best else '—'} |")
         if _superseded(study):
             lines += ["", "Its search space is not the one the method's config states now; its values are not used"
-                      + (f" (best of its first {budget}: {best.value:.3f})." if best is not None else ".")]
-        elif len(done) < budget:
-            lines += ["", f"Incomplete: {len(done)} of {budget} trials finished, so its best is not used as a default."]
+                      + (f" (best of its first {own}: {best.value:.3f})." if best is not None else ".")]
+        elif len(done) < own:
+            lines += ["", f"Incomplete: {len(done)} of {own} trials finished, so its best is not used as a default."]
         elif best is not None:
             untouched = attrs.get("original_gap")
             lines += ["", f"Mean Avg.Gap: untouched original {_fmt(untouched)}, trial 0 {_fmt(done[0].value)}, "
-                      f"best of the first {budget} {best.value:.3f} "
+                      f"best of the first {own} {best.value:.3f} "
                       f"(trial {best.number}). "
                       f"Defaults file now: {tuned_defaults(method, ForgetSpec.parse(attrs.get('forget')).kind) or 'dataclass defaults'}."]
         lines.append("")
@@ -325,19 +334,22 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
     """One table per forget scenario: every method's best value within the budget, best first (the tuning
     objective on validation images and tuning seeds, not a reported result)."""
     by_forget: dict[str, dict[str, float]] = {}
+    budgets: dict[str, set[int]] = {}
     for study in studies:
-        best = best_trial(study, budget)
+        best = best_trial(study, study_budget(study, budget))
+        budgets.setdefault(study.user_attrs.get("forget", "?"), set()).add(study_budget(study, budget))
         rows = by_forget.setdefault(study.user_attrs.get("forget", "?"), {})
         rows[get_method(study.user_attrs.get("method", study.study_name)).label] = (
             best.value if best is not None else math.inf)
         if "original_gap" in study.user_attrs:
             rows[ORIGINAL_LABEL] = study.user_attrs["original_gap"]
     lines = ["## Ranking on the tuning objective", "",
-             f"Best mean Avg.Gap of each method's first {budget} finished trials (lower is better). These are "
+             "Best mean Avg.Gap of each method within its trial budget (lower is better). These are "
              "tuning scores, not results: the reported tables are in docs/BENCHMARKS.md. The untouched original "
              "is scored on the same splits; a method above it did worse than doing nothing there.", ""]
     for forget, rows in sorted(by_forget.items()):
-        lines += [f"| forget {forget} | best mean Avg.Gap |", "|---|---|"]
+        trials = ", ".join(str(b) for b in sorted(budgets[forget]))
+        lines += [f"| forget {forget} (budget: {trials} trials per method) | best mean Avg.Gap |", "|---|---|"]
         lines += [f"| {label} | {f'{value:.3f}' if math.isfinite(value) else '—'} |"
                   for label, value in sorted(rows.items(), key=lambda row: row[1])]
         lines.append("")
