@@ -100,6 +100,33 @@ def test_interrupted_benchmark_keeps_its_finished_rows(digits_workspace, tmp_pat
     assert rows[1]["avg_gap"] > 0 and rows[0]["avg_gap"] == 0
 
 
+def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digits_workspace, tmp_path):
+    """benchmarks/merge_bench_rows.py: a re-run's methods replace the base's rows when Retrain's scores match
+    seed by seed, and the merge is refused when they do not."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "merge_bench_rows.py"
+    spec = importlib.util.spec_from_file_location("merge_bench_rows", path)
+    merger = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merger)
+    ws = digits_workspace
+    base = run_benchmark(ws, ["retrain", "ft", "ga"], "random:0.1", [0], {"ft": {"epochs": 1}, "ga": {"epochs": 1}})
+    rerun = run_benchmark(ws, ["retrain", "ga"], "random:0.1", [0], {"ga": {"epochs": 2}})
+    merged = merger.merge(base, rerun)
+    assert merged.methods() == ["retrain", "original", "ft", "ga"]
+    assert merged.of("ga")[0].config["epochs"] == 2 and merged.of("ft")[0].config["epochs"] == 1
+    base_json = write_outputs(base, tmp_path / "base")[1]
+    rerun_json = write_outputs(rerun, tmp_path / "rerun")[1]
+    assert merger.main([str(base_json), str(rerun_json), "--out-dir", str(tmp_path / "merged")]) == 0
+    assert merger.load(tmp_path / "merged" / base_json.name).of("ga")[0].config["epochs"] == 2
+    other = run_benchmark(ws, ["retrain", "ga"], "random:0.1", [1], {"ga": {"epochs": 2}})
+    for row in other.rows:
+        row.seed = 0  # same seed number, but another split and Retrain
+    with pytest.raises(SystemExit, match="Retrain's scores differ"):
+        merger.merge(base, other)
+
+
 def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):
     model, meta = digits_trained
     ckpt = save_checkpoint(tmp_path / "orig.pt", model, meta)
