@@ -275,6 +275,26 @@ def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tm
     assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002)}]
 
 
+def test_tune_over_several_forget_sets_averages_every_one(digits_trained, tmp_path, capsys):
+    """``random:0.1+random:0.3``: one study whose trials are scored on both forget sets (values that must
+    transfer across forget-set sizes); a mix of random and class forget sets is refused."""
+    import optuna
+
+    checkpoint = save_checkpoint(tmp_path / "digits.pt", *digits_trained)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    argv = ["tune", "--methods", "ga", "--datasets", "digits", "--checkpoint", str(checkpoint), "--seeds", "1",
+            "--storage", storage, "--device", "cpu", "--cache-dir", str(tmp_path), "--trials", "1"]
+    assert main([*argv, "--forget", "random:0.1+random:0.3"]) == 0
+    study = optuna.load_study(study_name="ga|random:0.1+random:0.3|digits", storage=storage)
+    gaps = study.trials[0].user_attrs["gaps"]
+    assert sorted(gaps) == ["random:0.1:digits:100", "random:0.3:digits:100"]
+    assert study.trials[0].value == pytest.approx(sum(gaps.values()) / 2)
+    references = optuna.load_study(study_name="retrain-references", storage=storage).user_attrs
+    assert sorted(k.split(":", 2)[2] for k in references) == ["random:0.1:100:val", "random:0.3:100:val"]
+    assert main([*argv, "--forget", "random:0.1+class:3"]) == 2
+    assert "all be random or all be classes" in capsys.readouterr().err
+
+
 def test_tune_refuses_seeds_the_tables_report_and_untunable_methods(capsys):
     assert main(["tune", "--methods", "ft", "--seed", "0", "--trials", "1"]) == 2
     assert "seeds start at" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from typing import get_args
 
 from .bench import BenchResult, check_benchmark, label_of, per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
 from .checkpoints import save_checkpoint
-from .data import DATASETS, DEFAULT_DATASET, ForgetSpec, dataset_names, load_dataset
+from .data import DATASETS, DEFAULT_DATASET, dataset_names, load_dataset
 from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
 from .errors import WssclError
 from .fileio import atomic_write_text, check_output_dir, check_output_paths
@@ -183,7 +183,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     for name in datasets:
         _check_dataset(name)
-    scenario = ForgetSpec.parse(args.forget).kind
+    scenario = tune.scenario_of(args.forget)
     seeds = list(range(args.seed, args.seed + args.seeds))
     if args.seed < tune.TUNING_SEED:
         raise WssclError(f"Tuning seeds start at {tune.TUNING_SEED} or above (--seed), so that they never "
@@ -293,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the store count towards --trials. Start the same command on several machines "
                                     "with one --storage URL to share the work.")
     tu.add_argument("--methods", default="all", help=f"'all' or a comma list of: {method_help}")
-    tu.add_argument("--forget", default="random:0.1", help="class:K or random:FRACTION (tune on a class the "
-                                                            "tables do not report)")
+    tu.add_argument("--forget", default="random:0.1",
+                    help="class:K or random:FRACTION (tune on a class the tables do not report); several joined "
+                         "by + (random:0.1+random:0.5) make one objective, so the values must suit every one")
     tu.add_argument("--trials", type=int, default=20, help="finished trials per method (the same for every method)")
     tu.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna study store: an SQLite file or any "
                                                                "SQLAlchemy URL (e.g. postgresql://...)")

@@ -111,21 +111,46 @@ def _reference_scores(storage: Any, setting: TuneSetting, forget: str, seed: int
     return references.user_attrs[key]
 
 
+def forget_sets(forget: str) -> list[str]:
+    """The forget sets of a tuning objective: one (``random:0.1``), or several joined by ``+``
+    (``random:0.1+random:0.5``) so that the chosen values must work for every one of them; all of one
+    scenario, since the defaults are stored per scenario."""
+    parts = [part.strip() for part in forget.split("+")]
+    kinds = {ForgetSpec.parse(part).kind for part in parts}
+    if len(kinds) > 1:
+        raise WssclError(f"The forget sets of one tuning objective must all be random or all be classes, got {forget!r}.")
+    return parts
+
+
+def scenario_of(forget: str) -> str:
+    """The scenario (random or class) whose defaults a study over ``forget`` chooses."""
+    return ForgetSpec.parse(forget_sets(forget)[0]).kind
+
+
+def _objective_points(forget: str, settings: list[TuneSetting], seeds: list[int]):
+    """Every (key, forget set, setting, seed) the objective averages over."""
+    several = len(forget_sets(forget)) > 1
+    for forget_set in forget_sets(forget):
+        for setting in settings:
+            for seed in seeds:
+                yield (f"{forget_set}:" if several else "") + f"{setting.name}:{seed}", forget_set, setting, seed
+
+
 def original_gap(storage: Any, settings: list[TuneSetting], forget: str, seeds: list[int],
                  cancel: CancelFlag | None = None) -> float:
     """The untouched original's mean Avg.Gap on the tuning objective: the row every trial has to beat."""
     gaps = []
-    for setting in settings:
-        for seed in seeds:
-            reference = _reference_scores(storage, setting, forget, seed, cancel)
-            prepared = prepare(setting.ws, RunRequest.parse("retrain", forget, None, seed, "val"))
-            gaps.append(avg_gap(original_result(setting.ws, prepared.split, prepared.request).scores(), reference))
+    for _, forget_set, setting, seed in _objective_points(forget, settings, seeds):
+        reference = _reference_scores(storage, setting, forget_set, seed, cancel)
+        prepared = prepare(setting.ws, RunRequest.parse("retrain", forget_set, None, seed, "val"))
+        gaps.append(avg_gap(original_result(setting.ws, prepared.split, prepared.request).scores(), reference))
     return float(sum(gaps) / len(gaps))
 
 
 def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: list[int], storage: Any,
                   cancel: CancelFlag | None = None) -> Callable[[Any], float]:
-    """The Optuna objective: mean Avg.Gap to Retrain over every setting and tuning seed, on validation images."""
+    """The Optuna objective: mean Avg.Gap to Retrain over every forget set, setting and tuning seed, on
+    validation images."""
     import optuna
 
     space = get_method(method).config_cls.SEARCH_SPACE
@@ -134,13 +159,12 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
         values = suggest(trial, space)
         gaps = {}
         try:
-            for setting in settings:
-                for seed in seeds:
-                    reference = _reference_scores(storage, setting, forget, seed, cancel)
-                    # the searched learning rates are in the defaults' units: scaled to each setting's original
-                    scaled = scale_learning_rates(values, setting.ws.recipe.lr)
-                    result = run(setting.ws, RunRequest.parse(method, forget, scaled, seed, "val"), cancel=cancel)
-                    gaps[f"{setting.name}:{seed}"] = avg_gap(result.scores(), reference)
+            for key, forget_set, setting, seed in _objective_points(forget, settings, seeds):
+                reference = _reference_scores(storage, setting, forget_set, seed, cancel)
+                # the searched learning rates are in the defaults' units: scaled to each setting's original
+                scaled = scale_learning_rates(values, setting.ws.recipe.lr)
+                result = run(setting.ws, RunRequest.parse(method, forget_set, scaled, seed, "val"), cancel=cancel)
+                gaps[key] = avg_gap(result.scores(), reference)
         except RunCancelled:
             trial.study.stop()
             raise optuna.TrialPruned("stopped") from None
@@ -204,7 +228,7 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    scenario = ForgetSpec.parse(forget).kind
+    scenario = scenario_of(forget)
     name = study_name(method, forget, settings)
     archived = archive_if_space_changed(storage, name, method)
     if archived is not None:
@@ -319,7 +343,7 @@ def tuning_report(storage: Any, budget: int) -> str:
             lines += ["", f"Mean Avg.Gap: untouched original {_fmt(untouched)}, trial 0 {_fmt(done[0].value)}, "
                       f"best of the first {own} {best.value:.3f} "
                       f"(trial {best.number}). "
-                      f"Defaults file now: {tuned_defaults(method, ForgetSpec.parse(attrs.get('forget')).kind) or 'dataclass defaults'}."]
+                      f"Defaults file now: {tuned_defaults(method, scenario_of(attrs.get('forget'))) or 'dataclass defaults'}."]
         lines.append("")
     return "\n".join(lines)
 
