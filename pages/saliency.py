@@ -5,7 +5,6 @@ import streamlit as st
 from pages import cache, session, widgets
 from wsscl_core.data import make_forget_split
 from wsscl_core.errors import WssclError
-from wsscl_core.methods import make_config
 from wsscl_core.saliency import SOFT_NORMALISATIONS
 from wsscl_core.studio import plots, saliency_view
 from wsscl_core.studio.jobs import saliency_work
@@ -25,7 +24,7 @@ try:
 except WssclError as exc:
     st.error(str(exc))
     st.stop()
-wsscl_normalisation = make_config("wsscl", scenario=split.scenario).mask_normalisation
+wsscl_normalisation = ws.method_config("wsscl", scenario=split.scenario).mask_normalisation
 left, right = st.columns(2)
 ratio = left.slider("Hard mask: share of weights selected", 0.05, 0.95, 0.5, 0.05, key="saliency_ratio",
                     persist_state="session")

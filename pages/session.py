@@ -12,7 +12,7 @@ from pages import cache
 from pages.navigation import enter_through_app
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
-from wsscl_core.methods import METHODS, make_config
+from wsscl_core.methods import METHODS
 from wsscl_core.models import pick_device
 from wsscl_core.runs import RunResult
 from wsscl_core.studio import embed, share
@@ -233,7 +233,7 @@ def _restore_inputs(ws: Workspace, state: share.SharedState) -> list[str]:
                 scenario = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes).scenario
             except WssclError as exc:
                 problems.append(str(exc))
-        defaults = vars(make_config(state.method, scenario=scenario, recipe_lr=ws.recipe.lr))
+        defaults = vars(ws.method_config(state.method, scenario=scenario))
         for name, value in defaults.items():  # the link's settings on top of the defaults, as its author had them
             st.session_state[f"hp.{state.method}.{scenario}.{name}"] = state.overrides.get(name, value)
     return problems

@@ -5,7 +5,7 @@ import streamlit as st
 from pages import cache, session, widgets
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import WssclError
-from wsscl_core.methods import METHODS, make_config
+from wsscl_core.methods import METHODS
 from wsscl_core.studio import plots, share
 from wsscl_core.studio.jobs import UnlearnRequest
 
@@ -50,8 +50,7 @@ method = st.selectbox("Method", list(METHODS), index=list(METHODS).index(session
                       persist_state="session")
 defaults_for = "forgetting a whole class" if split.scenario == "class" else "random forgetting"
 with st.expander(f"Hyperparameters (the method's defaults for {defaults_for})"):
-    # default learning rates follow the learning rate this model was trained with (relative to the tuned units)
-    overrides = widgets.config_inputs(make_config(method, scenario=split.scenario, recipe_lr=ws.recipe.lr),
+    overrides = widgets.config_inputs(ws.method_config(method, scenario=split.scenario),
                                       f"hp.{method}.{split.scenario}")
 shipped = method != "retrain" and session.has_reference(spec, spec.seed)
 with_retrain = False

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import get_args
 
-from .bench import BenchResult, check_benchmark, label_of, per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
+from .bench import (BenchResult, check_benchmark, label_of, per_class_markdown, resolve_methods, run_benchmark,
+                    table_markdown, write_outputs)
 from .checkpoints import save_checkpoint
 from .data import DATASETS, DEFAULT_DATASET, dataset_names, load_dataset
 from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe

@@ -125,8 +125,8 @@ def run_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[in
         first = prepared_runs[0]
         add(BenchRow.of(original_result(ws, first.split, first.request), reference))
         for prepared in prepared_runs[1:]:
-            result_of_run = execute(ws, prepared, progress_for(prepared.request.method, prepared.request.seed), cancel)
-            add(BenchRow.of(result_of_run, reference))
+            outcome = execute(ws, prepared, progress_for(prepared.request.method, prepared.request.seed), cancel)
+            add(BenchRow.of(outcome, reference))
     return result
 
 

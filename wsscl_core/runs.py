@@ -104,7 +104,7 @@ def prepare(ws: Workspace, request: RunRequest) -> PreparedRun:
     check(request)
     ws.data.holdout(request.holdout)
     split = make_forget_split(ws.data.train.labels, request.forget, ws.data.num_classes)
-    config = make_config(request.method, dict(request.overrides), split.scenario, recipe_lr=ws.recipe.lr)
+    config = ws.method_config(request.method, request.overrides, split.scenario)
     notes = []
     smallest = min(split.num_forget, split.num_retain)
     for name, value in vars(config).items():

@@ -209,8 +209,7 @@ def archive_if_space_changed(storage: Any, name: str, method: str) -> str | None
 
     if name not in optuna.get_all_study_names(storage):
         return None
-    earlier = optuna.load_study(study_name=name, storage=storage)
-    if earlier.user_attrs.get("space", space_record(method)) == space_record(method):
+    if not _superseded(optuna.load_study(study_name=name, storage=storage)):
         return None
     taken = set(optuna.get_all_study_names(storage))
     archive = next(f"{name}|earlier space {i}" for i in range(1, len(taken) + 2) if f"{name}|earlier space {i}" not in taken)
@@ -360,9 +359,10 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
     by_forget: dict[str, dict[str, float]] = {}
     budgets: dict[str, set[int]] = {}
     for study in studies:
-        best = best_trial(study, study_budget(study, budget))
-        budgets.setdefault(study.user_attrs.get("forget", "?"), set()).add(study_budget(study, budget))
-        rows = by_forget.setdefault(study.user_attrs.get("forget", "?"), {})
+        own, forget = study_budget(study, budget), study.user_attrs.get("forget", "?")
+        best = best_trial(study, own)
+        budgets.setdefault(forget, set()).add(own)
+        rows = by_forget.setdefault(forget, {})
         rows[get_method(study.user_attrs.get("method", study.study_name)).label] = (
             best.value if best is not None else math.inf)
         if "original_gap" in study.user_attrs:

@@ -10,10 +10,10 @@ from typing import Any, BinaryIO, Mapping
 import torch
 
 from .checkpoints import DEFAULT_MODEL_FILE, checkpoint_budget_for, model_from_state, model_metadata, read_checkpoint
-from .data import DEFAULT_DATASET, Dataset, ForgetSpec, ForgetSplit, Holdout, load_dataset
+from .data import DEFAULT_DATASET, Dataset, ForgetSpec, ForgetSplit, Holdout, Scenario, load_dataset
 from .engine import CancelFlag, ProgressFn, TrainRecipe, run_phases
 from .errors import WssclError
-from .methods import UnlearnContext
+from .methods import MethodConfig, UnlearnContext, make_config
 from .metrics import accuracy, predict_logits
 from .models import Classifier, build_model, pick_device
 
@@ -32,6 +32,11 @@ class Workspace:
     def context(self, split: ForgetSplit, seed: int = 0, on_progress: ProgressFn | None = None,
                 cancel: CancelFlag | None = None) -> UnlearnContext:
         return UnlearnContext(self.original, self.data, split, self.model_name, self.recipe, seed, on_progress, cancel)
+
+    def method_config(self, method: str, overrides: Mapping[str, Any] | None = None,
+                      scenario: Scenario = "random") -> MethodConfig:
+        """``method``'s config for this original: default learning rates scaled to the rate it was trained with."""
+        return make_config(method, dict(overrides or {}), scenario, recipe_lr=self.recipe.lr)
 
 
 def check_same_data(metadata: dict, data: Dataset) -> None:

@@ -256,9 +256,8 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, scenario: Sc
         cfg = _with_values(make_config(spec.preset_of, None, scenario, recipe_lr), spec.preset, spec.label)
     else:
         cfg = spec.config_cls()
-        defaults = {**{k: getattr(cfg, k) for k in (f.name for f in fields(cfg)) if is_learning_rate(k)},
-                    **tuned_defaults(name, scenario)}
-        cfg = _with_values(cfg, scale_learning_rates(defaults, recipe_lr), spec.label)
+        rates = {f.name: getattr(cfg, f.name) for f in fields(cfg) if is_learning_rate(f.name)}
+        cfg = _with_values(cfg, scale_learning_rates({**rates, **tuned_defaults(name, scenario)}, recipe_lr), spec.label)
     cfg = _with_values(cfg, dict(overrides or {}), spec.label)
     cfg.validate()
     return cfg

@@ -124,16 +124,17 @@ def influence_unlearning(ctx: UnlearnContext, cfg: IUConfig) -> Classifier:
     v = (n_f / (n_f + n_r)) * (g_f - g_r)
     generator = torch.Generator().manual_seed(ctx.seed)
     picked = retain[torch.randperm(n_r, generator=generator)[:cfg.fisher_samples]].to(ctx.device)
-    done = [2]
+    done = 2
 
     def rows(a: int, b: int) -> torch.Tensor:
+        nonlocal done
         out = v.new_empty(b - a, v.numel())
         for start in range(a, b, min(VMAP_ROWS, block)):
             check_cancel(ctx.cancel)
             stop = min(start + min(VMAP_ROWS, block), b)
             out[start - a:stop - a] = per_sample_gradients(model, ctx.data, picked[start:stop])
-        done[0] += 1
-        report("step", min(done[0], total - 1))
+        done += 1
+        report("step", min(done, total - 1))
         return out
 
     direction = woodfisher_inverse_product(v, rows, len(picked), block)
