@@ -329,3 +329,49 @@ def test_a_study_over_an_earlier_search_space_is_kept_for_the_record_and_left_ou
     current.set_user_attr("method", "ga")
     current.set_user_attr("space", tune.space_record("ga"))
     assert tune.archive_if_space_changed(storage, name, "ga") is None  # the same space: resumed, not archived
+
+
+def test_the_report_says_which_study_the_defaults_came_from(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from wsscl_core import tune
+    from wsscl_core.methods import tuned_defaults
+
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    in_file = tuned_defaults("ga", "random")
+    distributions = {"epochs": IntDistribution(1, 10), "lr": FloatDistribution(1e-5, 1e-2, log=True)}
+    for forget, params in {"random:0.1": {"epochs": 9, "lr": 2e-5}, "random:0.1+random:0.5": in_file}.items():
+        study = optuna.create_study(study_name=f"ga|{forget}|digits", storage=storage)
+        for key, value in {"method": "ga", "forget": forget, "settings": ["digits"], "seeds": [100],
+                           "space": tune.space_record("ga"), "budget": 1, "original_gap": 3.0}.items():
+            study.set_user_attr(key, value)
+        study.add_trial(optuna.trial.create_trial(params=params, value=1.0, distributions=distributions))
+    report = tune.tuning_report(storage, 1)
+    single, combined = (report.split(f"## GA — forget {forget}\n")[1].split("\n## ")[0]
+                        for forget in ("random:0.1", "random:0.1+random:0.5"))
+    assert "(this study's best)" in combined and "another study" not in combined
+    assert "the random defaults come from another study" in single
+
+
+def test_a_default_trial_stopped_before_it_finished_is_queued_again(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import TrialState
+
+    from wsscl_core import tune
+
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    study = optuna.create_study(study_name="ga|random:0.1|digits", storage=storage)
+    default = {"epochs": 3, "lr": 1e-3}
+    distributions = {"epochs": IntDistribution(1, 10), "lr": FloatDistribution(1e-5, 1e-2, log=True)}
+    study.add_trial(optuna.trial.create_trial(params=default, distributions=distributions, state=TrialState.PRUNED))
+    study.add_trial(optuna.trial.create_trial(params={"epochs": 5, "lr": 1e-4}, distributions=distributions, value=2.0))
+    assert not tune._default_scored_or_queued(study, default)
+    assert tune.default_of(study.get_trials(states=(TrialState.COMPLETE,))) is None  # trial 0 did not finish
+    study.enqueue_trial(default, user_attrs={"default": True})
+    assert tune._default_scored_or_queued(study, default)
+    study.optimize(lambda trial: trial.suggest_int("epochs", 1, 10) + trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+                   n_trials=1)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert tune.default_of(done).params == default and tune.default_of(done).number == 2

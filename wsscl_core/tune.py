@@ -184,6 +184,21 @@ def _default_trial(method: str, scenario: str) -> dict[str, Any]:
     return {name: getattr(cfg, name) for name in get_method(method).config_cls.SEARCH_SPACE}
 
 
+def _default_scored_or_queued(study: Any, default: dict[str, Any]) -> bool:
+    """Whether the default's trial has finished or is still to run; one stopped before it finished is queued
+    again, so every study scores the default it set out to beat."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+    return any(t.user_attrs.get("default") or (t.params or t.system_attrs.get("fixed_params")) == default
+               for t in study.get_trials(deepcopy=False, states=live))
+
+
+def default_of(done: list[Any]) -> Any:
+    """The finished trial that scored the default the study began with (the first trial in older studies)."""
+    return next((t for t in done if t.user_attrs.get("default")), done[0] if done and done[0].number == 0 else None)
+
+
 def open_storage(url: str) -> Any:
     """The study store for ``url``, with a heartbeat: a trial whose worker died (killed, machine lost) is
     marked failed after a grace period instead of staying "running" for ever."""
@@ -245,8 +260,9 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     study.set_user_attr("seeds", seeds)
     study.set_user_attr("space", space_record(method))
     study.set_user_attr("budget", trials)  # the report chooses within this many trials, as --write-defaults did
-    if not study.trials:
-        study.enqueue_trial(_default_trial(method, scenario))
+    default = _default_trial(method, scenario)
+    if not _default_scored_or_queued(study, default):
+        study.enqueue_trial(default, user_attrs={"default": True})
     if "original_gap" not in study.user_attrs:
         study.set_user_attr("original_gap", original_gap(storage, settings, forget, seeds, cancel))
     finished = (TrialState.COMPLETE,)
@@ -304,8 +320,8 @@ def tuning_report(storage: Any, budget: int) -> str:
              "Every method gets the same number of trials over the search space its config states. A trial's value",
              "is the mean Avg.Gap to Retrain over the tuning settings and split seeds (from "
              f"{TUNING_SEED}, never a reported seed), scored on validation images, never the reported test set.",
-             "Trial 0 of every study is the default at the time the study began. The chosen values are the best of",
-             "each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
+             "Every study first scores the default at the time it began (queued again if stopped).",
+             "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
              "on an original trained at another rate scales them by the same factor.", ""]
@@ -325,9 +341,10 @@ def tuning_report(storage: Any, budget: int) -> str:
         lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}"
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
-                  f"{len(done)} finished trials.", "", "| field | search range | trial 0 (old default) | best |",
+                  f"{len(done)} finished trials.", "", "| field | search range | old default | best |",
                   "|---|---|---|---|"]
-        first = done[0].params if done else {}
+        default = default_of(done)
+        first = default.params if default else {}
         own = study_budget(study, budget)
         best = best_trial(study, own)
         for name, rng in attrs.get("space", {}).items():
@@ -339,10 +356,14 @@ def tuning_report(storage: Any, budget: int) -> str:
             lines += ["", f"Incomplete: {len(done)} of {own} trials finished, so its best is not used as a default."]
         elif best is not None:
             untouched = attrs.get("original_gap")
-            lines += ["", f"Mean Avg.Gap: untouched original {_fmt(untouched)}, trial 0 {_fmt(done[0].value)}, "
+            in_file = tuned_defaults(method, scenario_of(attrs.get("forget")))
+            source = ("this study's best" if in_file == best.params
+                      else f"not this study's best: the {scenario_of(attrs.get('forget'))} defaults come from another study")
+            lines += ["", f"Mean Avg.Gap: untouched original {_fmt(untouched)}, "
+                      f"old default {_fmt(default.value if default else None)}, "
                       f"best of the first {own} {best.value:.3f} "
                       f"(trial {best.number}). "
-                      f"Defaults file now: {tuned_defaults(method, scenario_of(attrs.get('forget'))) or 'dataclass defaults'}."]
+                      f"Defaults file now: {in_file or 'dataclass defaults'} ({source})."]
         lines.append("")
     return "\n".join(lines)
 
