@@ -346,12 +346,15 @@ def test_the_report_says_which_study_the_defaults_came_from(tmp_path):
         for key, value in {"method": "ga", "forget": forget, "settings": ["digits"], "seeds": [100],
                            "space": tune.space_record("ga"), "budget": 1, "original_gap": 3.0}.items():
             study.set_user_attr(key, value)
-        study.add_trial(optuna.trial.create_trial(params=params, value=1.0, distributions=distributions))
+        study.add_trial(optuna.trial.create_trial(params=params, value=1.0, distributions=distributions,
+                                                  user_attrs={"gaps": {"random:0.1:digits:100": 0.5,
+                                                                       "random:0.5:digits:100": 1.5}}))
     report = tune.tuning_report(storage, 1)
     single, combined = (report.split(f"## GA — forget {forget}\n")[1].split("\n## ")[0]
                         for forget in ("random:0.1", "random:0.1+random:0.5"))
     assert "(this study's best)" in combined and "another study" not in combined
     assert "the random defaults come from another study" in single
+    assert "per point ([forget set:]setting:seed): random:0.1:digits:100 0.50, random:0.5:digits:100 1.50." in combined
 
 
 def test_a_default_trial_stopped_before_it_finished_is_queued_again(tmp_path):

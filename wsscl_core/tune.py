@@ -364,8 +364,18 @@ def tuning_report(storage: Any, budget: int) -> str:
                       f"best of the first {own} {best.value:.3f} "
                       f"(trial {best.number}). "
                       f"Defaults file now: {in_file or 'dataclass defaults'} ({source})."]
+            lines += _per_point(best)
         lines.append("")
     return "\n".join(lines)
+
+
+def _per_point(trial: Any) -> list[str]:
+    """The best trial's Avg.Gap on each forget set, setting and seed: a mean can hide one setting it fails."""
+    gaps = trial.user_attrs.get("gaps", {})
+    if len(gaps) < 2:
+        return []
+    return ["", "Best trial's Avg.Gap per point ([forget set:]setting:seed): "
+            + ", ".join(f"{key} {value:.2f}" for key, value in sorted(gaps.items())) + "."]
 
 
 def _superseded(study: Any) -> bool:
