@@ -33,14 +33,13 @@ def main() -> None:
     args = parser.parse_args()
 
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=args.study, storage=tune.open_storage(args.storage))
     method = study.user_attrs["method"]
     masked = method in ("wscl", "wsscl")  # CL has no saliency mask
     budget = tune.study_budget(study, 16)
-    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)[:budget]
+    done = tune.first_finished(study, budget)
     rows = sorted(((relative_cost(t.params, args.fraction, masked), t) for t in done), key=lambda row: row[0])
     print(f"{args.study}: {len(done)} trials (budget {budget}); untouched original {study.user_attrs.get('original_gap'):.3f}")
     print("| trial | cost / Retrain | mean Avg.Gap | values |\n|---|---|---|---|")
@@ -48,7 +47,7 @@ def main() -> None:
         values = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trial.params.items()}
         print(f"| {trial.number} | {cost:.3f} | {trial.value:.3f} | {values} |")
     capped = [(t.value, cost, t) for cost, t in rows if cost <= args.cap]
-    best = min(done, key=lambda t: t.value)
+    best = tune.best_trial(study, budget)
     print(f"\nbest overall: trial {best.number}, {best.value:.3f} at cost "
           f"{relative_cost(best.params, args.fraction, masked):.3f}")
     if capped:

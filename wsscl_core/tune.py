@@ -281,16 +281,20 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     return study
 
 
-def best_trial(study: Any, budget: int) -> Any:
-    """The best of the study's first ``budget`` finished trials (None when none has a finite value).
+def first_finished(study: Any, budget: int) -> list[Any]:
+    """The study's first ``budget`` finished trials, by trial number: the ones a choice within the budget sees.
 
     A study may hold more trials than the budget a comparison uses (the budget was lowered, or one method
     was explored further); only the first ``budget`` count, so every method is chosen with the same budget.
     """
     from optuna.trial import TrialState
 
-    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)[:budget]
-    finite = [t for t in done if t.value is not None and math.isfinite(t.value)]
+    return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)[:budget]
+
+
+def best_trial(study: Any, budget: int) -> Any:
+    """The best of the study's first ``budget`` finished trials (None when none has a finite value)."""
+    finite = [t for t in first_finished(study, budget) if t.value is not None and math.isfinite(t.value)]
     return min(finite, key=lambda t: t.value) if finite else None
 
 
@@ -356,9 +360,10 @@ def tuning_report(storage: Any, budget: int) -> str:
             lines += ["", f"Incomplete: {len(done)} of {own} trials finished, so its best is not used as a default."]
         elif best is not None:
             untouched = attrs.get("original_gap")
-            in_file = tuned_defaults(method, scenario_of(attrs.get("forget")))
+            scenario = scenario_of(attrs.get("forget"))
+            in_file = tuned_defaults(method, scenario)
             source = ("this study's best" if in_file == best.params
-                      else f"not this study's best: the {scenario_of(attrs.get('forget'))} defaults come from another study")
+                      else f"not this study's best: the {scenario} defaults come from another study")
             lines += ["", f"Mean Avg.Gap: untouched original {_fmt(untouched)}, "
                       f"old default {_fmt(default.value if default else None)}, "
                       f"best of the first {own} {best.value:.3f} "
