@@ -162,3 +162,45 @@ def test_negatives_come_from_their_pool_in_the_asked_number(digits, num_negative
         assert len(negatives) == (num_negatives or 16)
         largest_pixel_difference = (negatives.flatten(1)[:, None] - pool_images[None]).abs().amax(2)
         assert torch.all(largest_pixel_difference.min(1).values == 0)  # every negative is an image of the pool
+
+
+def test_stop_rule_ends_a_forgetting_phase_once_forget_accuracy_falls_to_held_out(digits_trained, digits):
+    """Gradient ascent with a check every step: the phase ends early, at the first check where the forget
+    sample's accuracy is at or below the held-out sample's, and reports both; the returned step count is
+    the steps taken."""
+    from wsscl_core.engine import StopRule
+    from wsscl_core.methods.losses import negated_cross_entropy
+
+    forget = torch.arange(200)
+    rule = StopRule(forget, digits.test, every=1, sample=200)
+    check = rule.probe(digits)
+    start_forget, start_held = check(digits_trained[0])
+    assert start_forget > start_held, "the original fits its own train images better than unseen ones"
+    events = []
+    phase = Phase("ga", "GA", [Round("forget", forget, negated_cross_entropy, "forget")], epochs=20, lr=0.02,
+                  batch_size=20, stop=rule)
+    model = copy.deepcopy(digits_trained[0])
+    steps = run_phases(model, digits, [phase], on_progress=events.append)
+    end = next(e for e in events if e.kind == "phase_end")
+    assert 0 < steps < phase.total_steps() and end.step == steps == end.metrics["stopped_at_step"]
+    assert end.metrics["stop_forget_acc"] <= end.metrics["stop_holdout_acc"]
+    assert check(model) == (end.metrics["stop_forget_acc"], end.metrics["stop_holdout_acc"])
+    assert events[-1].kind == "end" and events[-1].fraction_done == pytest.approx(1.0)
+
+
+def test_a_stop_rule_that_never_holds_changes_nothing(digits_trained, digits):
+    """Fine-tuning on the forget set keeps it above held-out accuracy: every step runs, and the checks
+    (their own samples, their own generator, eval mode) leave the weights exactly as without the rule."""
+    from wsscl_core.engine import StopRule
+
+    forget = torch.arange(200)
+
+    def phase(stop):
+        return Phase("ft", "FT", [Round("forget", forget, cross_entropy_loss, "forget")], epochs=2, lr=0.01,
+                     batch_size=50, stop=stop)
+
+    with_rule, without = copy.deepcopy(digits_trained[0]), copy.deepcopy(digits_trained[0])
+    steps = run_phases(with_rule, digits, [phase(StopRule(forget, digits.test, every=1))], seed=4)
+    assert steps == run_phases(without, digits, [phase(None)], seed=4) == phase(None).total_steps()
+    for (name, a), b in zip(with_rule.state_dict().items(), without.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -309,3 +309,22 @@ def test_stop_during_saliency_ends_the_run(ctx_for, method):
     with pytest.raises(RunCancelled):
         run_unlearning(method, ctx)
     assert not events, "no training step may start after Stop"
+
+
+@pytest.mark.parametrize("method", ["ga", "bs", "be", "rl", "salun"])
+def test_forget_stop_rule_is_off_by_default_and_only_for_random_forgetting(ctx_for, method, monkeypatch):
+    """``forget_stop="holdout"`` gives the method's phase a stop rule on the validation images for random
+    forgetting; class forgetting (where Retrain's forget accuracy is 0) and the default get none."""
+    seen = []
+    real = engine.run_phases
+    monkeypatch.setattr(engine, "run_phases", lambda model, data, phases, **kw: seen.append(phases[-1].stop) or
+                        real(model, data, phases, **kw))
+    import wsscl_core.methods as methods_module
+    monkeypatch.setattr(methods_module, "run_phases", engine.run_phases)
+    for forget, rule in (("random:0.1", "off"), ("random:0.1", "holdout"), ("class:3", "holdout")):
+        run_unlearning(method, ctx_for(forget), {**SHORT[method], "forget_stop": rule})
+    assert seen[0] is None and seen[2] is None
+    ctx = ctx_for("random:0.1")
+    assert torch.equal(seen[1].forget, ctx.split.forget)
+    assert torch.equal(seen[1].holdout.images, ctx.data.holdout("val").images)
+    assert make_config(method).forget_stop == "off"

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset
+from .data import Dataset, ImageSet
 from .errors import RunCancelled, RunDiverged, WssclError
 
 
@@ -109,8 +109,49 @@ class Round:
 
 
 @dataclass
+class StopRule:
+    """Ends a forgetting phase once the model no longer tells its forget set from unseen images by accuracy.
+
+    Needs no Retrain: after random forgetting, Retrain's accuracy on D_f is about its accuracy on held-out
+    images, so a phase that keeps going past that point only overshoots. Checked every ``every`` steps and at
+    each epoch's end, on fixed samples of ``sample`` forget and held-out images (eval mode, no augmentation),
+    so a method's ``epochs`` become a cap instead of a count that must suit every forget-set size.
+    """
+
+    forget: torch.Tensor  # indices into the train split
+    holdout: ImageSet
+    every: int | None = None  # steps between checks inside an epoch; None: only at the end of each epoch
+    sample: int = 512
+
+    def probe(self, data: Dataset) -> Callable[[nn.Module], tuple[float, float]]:
+        """Fix the two samples (from a generator of their own, so the run's batches are the same with or
+        without the rule) and return the check: the model's accuracy (%) on the forget and held-out samples."""
+        pick = torch.Generator().manual_seed(0)
+        forget = self.forget.cpu()[torch.randperm(len(self.forget), generator=pick)[: self.sample]]
+        held = torch.randperm(len(self.holdout), generator=pick)[: self.sample]
+        device = data.train.images.device
+        pairs = [(data.train.images[forget.to(device)], data.train.labels[forget.to(device)]),
+                 (self.holdout.images[held.to(self.holdout.images.device)].to(device),
+                  self.holdout.labels[held.to(self.holdout.labels.device)].to(device))]
+
+        def check(model: nn.Module) -> tuple[float, float]:
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    hits = [100.0 * float((model(to_float(x)).argmax(1) == y).float().mean())
+                            for x, y in pairs]
+            finally:
+                model.train(was_training)
+            return hits[0], hits[1]
+
+        return check
+
+
+@dataclass
 class Phase:
-    """Rounds repeated for ``epochs`` with one SGD optimiser and learning-rate schedule."""
+    """Rounds repeated for ``epochs`` with one SGD optimiser and learning-rate schedule (and, optionally, a
+    :class:`StopRule` that may end it sooner)."""
 
     name: str
     label: str
@@ -124,6 +165,7 @@ class Phase:
     schedule: Schedule = "constant"
     warmup_fraction: float = 0.0
     mask: dict[str, torch.Tensor] | None = None
+    stop: StopRule | None = None
 
     def steps_per_epoch(self) -> int:
         return sum(_round_steps(r, self.batch_size) for r in self.rounds)
@@ -281,6 +323,8 @@ class _Trainer:
                          else contextlib.nullcontext)
         self.grand_total = sum(p.total_steps() for p in phases)
         self.done_before = 0
+        self.steps_taken = 0
+        self.stop_metrics: dict[str, float] = {}
         self.start = time.perf_counter()
         self.meter = _Meter()
 
@@ -297,8 +341,10 @@ class _Trainer:
             self.on_progress(progress_event(
                 kind, phase.name, phase.label, step, total, time.perf_counter() - self.start, phase_index=index,
                 num_phases=len(self.phases), epoch=epoch, epochs=phase.epochs, losses=losses,
-                metrics={**acc, "lr": phase.lr_at(step, total)},
-                fraction_done=(self.done_before + step) / max(self.grand_total, 1)))
+                metrics={**acc, "lr": phase.lr_at(step, total), **self.stop_metrics},
+                # a phase's end counts all its planned steps, also when its stop rule ended it sooner
+                fraction_done=(self.done_before + (total if kind in ("phase_end", "end") else step))
+                / max(self.grand_total, 1)))
 
     def run_phase(self, index: int, phase: Phase) -> None:
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -308,6 +354,8 @@ class _Trainer:
         optimiser = torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum,
                                     nesterov=phase.nesterov and phase.momentum > 0, weight_decay=0.0)
         total, step = phase.total_steps(), 0
+        check = phase.stop.probe(self.data) if phase.stop is not None else None
+        self.stop_metrics: dict[str, float] = {}
         self.model.train()
         self.meter.reset_accuracy()
         self.emit("start", phase, index, 0, 0)
@@ -324,10 +372,26 @@ class _Trainer:
                     if time.perf_counter() >= next_report:
                         self.emit("step", phase, index, epoch, step)
                         next_report = time.perf_counter() + REPORT_EVERY_S
-        self.emit("phase_end", phase, index, phase.epochs, step)
+                    if check is not None and phase.stop.every and step % phase.stop.every == 0 and self._stopped(check, step):
+                        break
+                if self.stop_metrics:
+                    break
+            if self.stop_metrics or (check is not None and self._stopped(check, step)):
+                break
+        self.emit("phase_end", phase, index, epoch + 1 if self.stop_metrics else phase.epochs, step)
         if index == len(self.phases) - 1:
             self.emit("end", phase, index, phase.epochs, step)
         self.done_before += total
+        self.steps_taken += step
+
+    def _stopped(self, check: Callable[[nn.Module], tuple[float, float]], step: int) -> bool:
+        """Whether the phase's stop rule holds now; when it does, its accuracies join the phase's last reports."""
+        forget_acc, holdout_acc = check(self.model)
+        if forget_acc > holdout_acc:
+            return False
+        self.stop_metrics = {"stopped_at_step": float(step), "stop_forget_acc": forget_acc,
+                             "stop_holdout_acc": holdout_acc}
+        return True
 
     def _batches(self, phase: Phase, r: Round, epoch: int, first_step: int, total: int):
         """One epoch of a round: a fresh permutation of its indices, cut into batches, built lazily."""
@@ -354,7 +418,8 @@ class _Trainer:
 
 def run_phases(model: nn.Module, data: Dataset, phases: list[Phase], *, seed: int = 0,
                on_progress: ProgressFn | None = None, cancel: CancelFlag | None = None) -> int:
-    """Train ``model`` in place through ``phases``; returns the number of optimiser steps taken.
+    """Train ``model`` in place through ``phases``; returns the number of optimiser steps taken (fewer than
+    planned when a phase's stop rule ended it early).
 
     ``data`` must already be on the model's device. CUDA runs use bfloat16 autocast; every run
     uses channels-last convolutions. The cancel flag is checked before every step.
@@ -362,7 +427,7 @@ def run_phases(model: nn.Module, data: Dataset, phases: list[Phase], *, seed: in
     trainer = _Trainer(model, data, phases, seed, on_progress, cancel)
     for index, phase in enumerate(phases):
         trainer.run_phase(index, phase)
-    return trainer.done_before
+    return trainer.steps_taken
 
 
 # --------------------------------------------------------------------------- original training

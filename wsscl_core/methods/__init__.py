@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin
 import torch
 
 from ..data import Dataset, ForgetSplit, Scenario
-from ..engine import WEIGHT_DECAY, CancelFlag, Phase, ProgressFn, Round, TrainRecipe, run_phases
+from ..engine import WEIGHT_DECAY, CancelFlag, Phase, ProgressFn, Round, StopRule, TrainRecipe, run_phases
 from ..errors import WssclError
 from ..models import Classifier
 
@@ -28,6 +28,9 @@ MAX_LR = 10.0
 SCENARIOS: tuple[str, ...] = get_args(Scenario)
 # Output classes a forgetting loss works over: those the retain set still contains, or all K.
 TargetClasses = Literal["retain", "all"]
+# When a forgetting phase ends: once D_f's accuracy falls to that of held-out images ("holdout",
+# random forgetting only; :class:`~wsscl_core.engine.StopRule`), or after all its epochs ("off").
+ForgetStop = Literal["holdout", "off"]
 # The tuned defaults per method and scenario (written by ``tune --write-defaults``, read by make_config).
 DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.json"
 
@@ -109,10 +112,29 @@ class EpochConfig(MethodConfig):
     SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {"epochs": IntRange(1, 10), "lr": FloatRange(1e-3, 5e-2)}
 
     def phase(self, name: str, label: str, rounds: list[Round],
-              mask: dict[str, torch.Tensor] | None = None) -> Phase:
+              mask: dict[str, torch.Tensor] | None = None, stop: StopRule | None = None) -> Phase:
         """The one place a config becomes an engine phase."""
         return Phase(name, label, rounds, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                     weight_decay=self.weight_decay, mask=mask)
+                     weight_decay=self.weight_decay, mask=mask, stop=stop)
+
+
+# Forget samples trained between two checks of a forgetting phase's stop rule (inside an epoch).
+STOP_CHECK_SAMPLES = 1024
+
+
+@dataclass
+class ForgettingConfig(EpochConfig):
+    """A one-phase method that trains on D_f: its ``epochs`` are a cap when the stop rule is on."""
+
+    # Off by default: on a memorising model these losses lower forget and held-out accuracy together, so the
+    # rule fires only once the model has collapsed (docs/notes/forget-stop-rule.md); an option, not a default.
+    forget_stop: ForgetStop = "off"
+
+    def stop_rule(self, ctx: "UnlearnContext", within_epoch: bool) -> StopRule | None:
+        """The phase's stop rule: checked every ~``STOP_CHECK_SAMPLES`` forget samples when ``within_epoch``
+        (a phase of forget rounds only), else at epoch ends, after the epoch's retain round has repaired."""
+        every = max(1, STOP_CHECK_SAMPLES // self.batch_size) if within_epoch else None
+        return ctx.forget_stop(self.forget_stop, every)
 
 
 @dataclass
@@ -142,6 +164,14 @@ class UnlearnContext:
         if target == "all" or not removed:
             return None
         return torch.tensor([c for c in range(self.data.num_classes) if c not in removed], device=self.device)
+
+    def forget_stop(self, rule: ForgetStop, every: int | None) -> StopRule | None:
+        """The stop rule ``rule`` names, for random forgetting only: when D_f takes whole classes, Retrain's
+        accuracy on it is 0, not that of held-out images. The held-out images are the validation ones, never
+        the reported test set where a dataset has its own (:meth:`~wsscl_core.data.Dataset.holdout`)."""
+        if rule == "off" or self.split.scenario != "random":
+            return None
+        return StopRule(self.split.forget, self.data.holdout("val"), every)
 
     def copy_original(self) -> Classifier:
         return copy.deepcopy(self.original)

@@ -11,11 +11,11 @@ from torch import nn
 
 from ..engine import Batch, Round, StepOutput
 from ..models import Classifier
-from . import EpochConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
+from . import ForgettingConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
 
 
 @dataclass
-class BEConfig(EpochConfig):
+class BEConfig(ForgettingConfig):
     epochs: int = 3
     lr: float = 1e-5
     batch_size: int = 128
@@ -48,6 +48,7 @@ def boundary_expanding(ctx: UnlearnContext, cfg: BEConfig) -> Classifier:
     num_classes = model.output_layer().out_features
     model.replace_head(_resized_head(model.output_layer(), num_classes + 1))
     ctx.train(model, [cfg.phase("be", "Boundary expanding on D_f (extra class)",
-                            [Round("forget", ctx.split.forget, shadow_class_loss, "forget")])])
+                            [Round("forget", ctx.split.forget, shadow_class_loss, "forget")],
+                            stop=cfg.stop_rule(ctx, within_epoch=True))])
     model.replace_head(_resized_head(model.output_layer(), num_classes))
     return model

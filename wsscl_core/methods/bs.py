@@ -11,11 +11,11 @@ from torch import nn
 
 from ..engine import Batch, LossFn, Round, StepOutput
 from ..models import Classifier
-from . import EpochConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
+from . import ForgettingConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
 
 
 @dataclass
-class BSConfig(EpochConfig):
+class BSConfig(ForgettingConfig):
     epochs: int = 3
     lr: float = 1e-5
     fgsm_step: float = 0.1  # in [0, 1] pixel space
@@ -51,5 +51,6 @@ def boundary_shrink(ctx: UnlearnContext, cfg: BSConfig) -> Classifier:
     frozen = ctx.copy_original().eval().requires_grad_(False)
     model = ctx.copy_original()
     ctx.train(model, [cfg.phase("bs", "Boundary shrink on D_f",
-                            [Round("forget", ctx.split.forget, boundary_shrink_loss(frozen, cfg.fgsm_step), "forget")])])
+                            [Round("forget", ctx.split.forget, boundary_shrink_loss(frozen, cfg.fgsm_step), "forget")],
+                            stop=cfg.stop_rule(ctx, within_epoch=True))])
     return model

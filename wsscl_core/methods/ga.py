@@ -7,12 +7,12 @@ from typing import ClassVar
 
 from ..engine import Round
 from ..models import Classifier
-from . import EpochConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
+from . import ForgettingConfig, FloatRange, IntRange, SearchRange, UnlearnContext, register
 from .losses import negated_cross_entropy
 
 
 @dataclass
-class GAConfig(EpochConfig):
+class GAConfig(ForgettingConfig):
     epochs: int = 5
     lr: float = 1e-4
 
@@ -23,5 +23,6 @@ class GAConfig(EpochConfig):
 def gradient_ascent(ctx: UnlearnContext, cfg: GAConfig) -> Classifier:
     model = ctx.copy_original()
     ctx.train(model, [cfg.phase("ga", "Gradient ascent on D_f",
-                                [Round("forget", ctx.split.forget, negated_cross_entropy, "forget")])])
+                                [Round("forget", ctx.split.forget, negated_cross_entropy, "forget")],
+                                stop=cfg.stop_rule(ctx, within_epoch=True))])
     return model

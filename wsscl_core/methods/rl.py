@@ -8,12 +8,12 @@ import torch
 
 from ..engine import Round, cross_entropy_loss
 from ..models import Classifier
-from . import EpochConfig, TargetClasses, UnlearnContext, register
+from . import ForgettingConfig, TargetClasses, UnlearnContext, register
 from .losses import random_label_cross_entropy
 
 
 @dataclass
-class RLConfig(EpochConfig):
+class RLConfig(ForgettingConfig):
     epochs: int = 3
     lr: float = 0.01
     # Random labels come from the classes D_r still contains ("retain") or from all K ("all", the
@@ -28,7 +28,7 @@ def random_label_training(ctx: UnlearnContext, cfg: RLConfig, mask: dict[str, to
     ctx.train(model, [cfg.phase("random_labels", label, [
         Round("forget", ctx.split.forget, random_label_cross_entropy(ctx.target_classes(cfg.target_classes)), "forget"),
         Round("retain", ctx.split.retain, cross_entropy_loss, "retain"),
-    ], mask)])
+    ], mask, cfg.stop_rule(ctx, within_epoch=False))])
     return model
 
 
