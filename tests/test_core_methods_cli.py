@@ -1,6 +1,7 @@
 """Retrain and FT through the registry, parameter validation, and the CLI end to end on digits."""
 
 import json
+import re
 import threading
 
 import pytest
@@ -138,6 +139,19 @@ def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):
     assert out.is_file() and json.loads(out.with_suffix(".json").read_text())["method"] == "ft"
     assert main(["unlearn", "--checkpoint", str(ckpt), "--method", "ft", "--forget", "random:2"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_says_when_a_stop_rule_ended_the_forgetting(tmp_path, digits_trained, capsys):
+    """GA with a large step and the stop rule on: the progress line of its phase's end names the rule and the
+    two accuracies it compared."""
+    model, meta = digits_trained
+    ckpt = save_checkpoint(tmp_path / "orig.pt", model, meta)
+    assert main(["unlearn", "--checkpoint", str(ckpt), "--method", "ga", "--forget", "random:0.2", "--device", "cpu",
+                 "--set", "epochs=20", "--set", "lr=0.005", "--set", "batch_size=32",
+                 "--set", "forget_stop=holdout", "--out", str(tmp_path / "ga.pt")]) == 0
+    line = next(l for l in capsys.readouterr().err.splitlines() if "stopped by its rule" in l)
+    forget, held = (float(v) for v in re.findall(r"forget ([0-9.]+)% ≤ held-out ([0-9.]+)%", line)[0])
+    assert forget <= held and "ep " in line
 
 
 def test_cli_help_on_every_command(capsys):

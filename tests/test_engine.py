@@ -183,8 +183,8 @@ def test_stop_rule_ends_a_forgetting_phase_once_forget_accuracy_falls_to_held_ou
     steps = run_phases(model, digits, [phase], on_progress=events.append)
     end = next(e for e in events if e.kind == "phase_end")
     assert 0 < steps < phase.total_steps() and end.step == steps == end.metrics["stopped_at_step"]
-    assert end.metrics["stop_forget_acc"] <= end.metrics["stop_holdout_acc"]
-    assert check(model) == (end.metrics["stop_forget_acc"], end.metrics["stop_holdout_acc"])
+    assert end.metrics["stop_forget_accuracy"] <= end.metrics["stop_holdout_accuracy"]
+    assert check(model) == (end.metrics["stop_forget_accuracy"], end.metrics["stop_holdout_accuracy"])
     assert events[-1].kind == "end" and events[-1].fraction_done == pytest.approx(1.0)
 
 

@@ -34,9 +34,9 @@ from .workspace import open_workspace, train_original
 class ProgressBar:
     """Renders engine events on stderr: a live bar on a terminal, a line every few seconds otherwise."""
 
-    def __init__(self, title: str = "", stream=sys.stderr, width: int = 28) -> None:
-        self.title, self.stream, self.width = title, stream, width
-        self.tty = stream.isatty()
+    def __init__(self, title: str = "", stream=None, width: int = 28) -> None:
+        self.title, self.stream, self.width = title, stream or sys.stderr, width
+        self.tty = self.stream.isatty()
         self.last_line = 0.0
 
     def __call__(self, e: ProgressEvent) -> None:
@@ -46,8 +46,10 @@ class ProgressBar:
         losses = " ".join(f"{k} {v:.3f}" for k, v in e.losses.items() if k != "loss" or len(e.losses) == 1)
         accs = " ".join(f"{k} {v:.1f}%" for k, v in e.metrics.items() if k.endswith("_acc"))
         eta = f"ETA {e.eta_s:.0f}s" if e.eta_s is not None else ""
+        stopped = (f" stopped by its rule: forget {e.metrics['stop_forget_accuracy']:.1f}% ≤ held-out "
+                   f"{e.metrics['stop_holdout_accuracy']:.1f}%" if "stopped_at_step" in e.metrics else "")
         line = (f"{self.title}[{e.phase_index + 1}/{e.num_phases} {e.phase_label}] {bar} {100 * frac:3.0f}% "
-                f"ep {min(e.epoch + 1, e.epochs)}/{e.epochs} {losses} {accs} {e.elapsed_s:.0f}s {eta}")
+                f"ep {min(e.epoch + 1, e.epochs)}/{e.epochs} {losses} {accs} {e.elapsed_s:.0f}s {eta}{stopped}")
         if self.tty:
             self.stream.write("\r\033[K" + line + ("\n" if e.kind in ("phase_end",) else ""))
             self.stream.flush()

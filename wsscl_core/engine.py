@@ -389,8 +389,8 @@ class _Trainer:
         forget_acc, holdout_acc = check(self.model)
         if forget_acc > holdout_acc:
             return False
-        self.stop_metrics = {"stopped_at_step": float(step), "stop_forget_acc": forget_acc,
-                             "stop_holdout_acc": holdout_acc}
+        self.stop_metrics = {"stopped_at_step": float(step), "stop_forget_accuracy": forget_acc,
+                             "stop_holdout_accuracy": holdout_acc}
         return True
 
     def _batches(self, phase: Phase, r: Round, epoch: int, first_step: int, total: int):
