@@ -130,9 +130,8 @@ class StopRule:
         forget = self.forget.cpu()[torch.randperm(len(self.forget), generator=pick)[: self.sample]]
         held = torch.randperm(len(self.holdout), generator=pick)[: self.sample]
         device = data.train.images.device
-        pairs = [(data.train.images[forget.to(device)], data.train.labels[forget.to(device)]),
-                 (self.holdout.images[held.to(self.holdout.images.device)].to(device),
-                  self.holdout.labels[held.to(self.holdout.labels.device)].to(device))]
+        forget_set, held_set = data.train.subset(forget), self.holdout.subset(held)
+        pairs = [(s.images.to(device), s.labels.to(device)) for s in (forget_set, held_set)]
 
         def check(model: nn.Module) -> tuple[float, float]:
             was_training = model.training
@@ -372,7 +371,8 @@ class _Trainer:
                     if time.perf_counter() >= next_report:
                         self.emit("step", phase, index, epoch, step)
                         next_report = time.perf_counter() + REPORT_EVERY_S
-                    if check is not None and phase.stop.every and step % phase.stop.every == 0 and self._stopped(check, step):
+                    due = check is not None and phase.stop.every and step % phase.stop.every == 0
+                    if due and self._stopped(check, step):
                         break
                 if self.stop_metrics:
                     break
