@@ -97,6 +97,8 @@ def job_panel(job: Job, stop_label: str = "Stop training") -> None:
                 run_summary(job.result)
         else:
             (st.warning if job.status == "cancelled" else st.error)(job.error)
+        for note in job.early_stops():
+            st.info(note)
         if latest is not None:
             metrics = {k: v for k, v in latest.event.metrics.items() if k.endswith("_acc")}
             if metrics:

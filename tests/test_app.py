@@ -151,6 +151,26 @@ def test_short_run_completes_and_shows_on_compare(app):
     assert "Penultimate features (PCA" in titles and "confusion" in titles and "MIA" in titles
 
 
+def test_a_run_ended_by_its_stop_rule_says_so(app):
+    """The forget_stop option is an input like any hyperparameter; when it ends GA early, the run panel says
+    at which step and on which accuracies."""
+    app.switch_page("pages/unlearn.py").run()
+    app.radio(key="forget_kind").set_value("A random subset").run()
+    app.slider(key="forget_percent").set_value(20).run()
+    app.selectbox(key="method").set_value("ga").run()
+    for key, value in (("epochs", 20), ("lr", 0.005), ("batch_size", 32)):
+        app.number_input(key=f"hp.ga.random.{key}").set_value(value)
+    app.selectbox(key="hp.ga.random.forget_stop").set_value("holdout")
+    app.button(key="run").click().run()
+    assert not app.exception, app.exception
+    poll_until_finished(app)
+    assert jobs_of(app).current.status == "done"
+    notes = [info.value for info in app.info if "ended at step" in info.value]
+    assert len(notes) == 1 and "held-out images" in notes[0]
+    app.switch_page("pages/compare.py").run()  # the run's views, computed in the background, are drawn
+    assert not app.exception and not app.error
+
+
 def test_stop_ends_the_run_within_a_second(app):
     original = {k: v.clone() for k, v in app.session_state["workspace"].original.state_dict().items()}
     start_ft(app, epochs=500)

@@ -45,6 +45,26 @@ def test_run_completes_with_events_and_result(digits_workspace):
     assert jobs.results("unlearn") == [record]
 
 
+def test_a_phase_ended_by_its_stop_rule_is_named(digits_workspace):
+    """GA with the stop rule on, random forgetting: the job says which phase stopped early, at which step and
+    on which accuracies; a run without the rule says nothing."""
+    jobs = SessionJobs(heartbeat_timeout_s=None)
+    spec = ForgetSpec("random", fraction=0.2)
+    for rule in ("holdout", "off"):
+        prepared = prepare_run(digits_workspace, UnlearnRequest(spec, "ga", {"epochs": 20, "lr": 0.005,
+                                                                            "batch_size": 32, "forget_stop": rule}))
+        job = jobs.start("unlearn", "ga", unlearn_work(digits_workspace, prepared))
+        assert job.wait(120) and job.status == "done", job.error
+        notes = job.early_stops()
+        if rule == "off":
+            assert notes == []
+            continue
+        end = next(e.event for e in job.events if e.event.kind == "phase_end")
+        assert len(notes) == 1 and notes[0].startswith("GA: Gradient ascent on D_f ended at step ")
+        assert f"step {int(end.metrics['stopped_at_step'])} of {end.total_steps}," in notes[0]
+        assert end.metrics["stopped_at_step"] < end.total_steps
+
+
 def test_waiting_for_the_first_progress_returns_as_soon_as_it_comes_or_the_run_ends():
     gate = threading.Event()
 

@@ -130,6 +130,14 @@ class Job:
     def latest(self) -> JobEvent | None:
         return self.events[-1] if self.events else None
 
+    def early_stops(self) -> list[str]:
+        """One sentence per phase that its stop rule ended before its last epoch (the live chart ends early)."""
+        return [f"{e.stage}: {e.event.phase_label} ended at step {int(e.event.metrics['stopped_at_step'])} of "
+                f"{e.event.total_steps}, once the forget set's accuracy "
+                f"({e.event.metrics['stop_forget_accuracy']:.1f} %) had fallen to that of held-out images "
+                f"({e.event.metrics['stop_holdout_accuracy']:.1f} %)."
+                for e in self.events if e.event.kind == "phase_end" and "stopped_at_step" in e.event.metrics]
+
     # ---- reporting, called from the worker
     def progress(self, stage: str) -> ProgressFn:
         """A progress callback for the engine that tags events with ``stage``."""
