@@ -3,7 +3,7 @@
 Usage: PYTHONPATH=. python benchmarks/forget_stop_probe.py METHOD '{"epochs": 10, "lr": 0.001}'
        [--forget random:0.1+random:0.5]
 
-The points are those of ``tune`` (the subset and digits, split seeds 100 and 101, validation images) and
+The points are those of ``tune`` (the subset and digits, its first two split seeds, validation images) and
 Retrain's scores come from the study store, so nothing reported is touched. Learning rates are in the
 defaults' units (scaled to each setting's original, as tune does). Prints every point and the mean Avg.Gap
 per rule (docs/notes/forget-stop-rule.md).
@@ -30,9 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     storage = tune.open_storage(args.storage)
     settings = tune.open_settings(["fashion-mnist-subset", "digits"], None, Path("tuning"), "cpu")
+    seeds = [tune.TUNING_SEED, tune.TUNING_SEED + 1]
     for rule in ("holdout", "off"):
         gaps, began = {}, time.perf_counter()
-        for key, forget_set, setting, seed in tune._objective_points(args.forget, settings, [100, 101]):
+        for key, forget_set, setting, seed in tune._objective_points(args.forget, settings, seeds):
             reference = tune._reference_scores(storage, setting, forget_set, seed, None)
             values = {**tune.scale_learning_rates(args.values, setting.ws.recipe.lr), "forget_stop": rule}
             scores = run(setting.ws, RunRequest.parse(args.method, forget_set, values, seed, "val")).scores()

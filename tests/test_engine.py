@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsscl_core.engine import (Phase, Round, StepOutput, TrainRecipe, augment_batch, cross_entropy_loss,
+from wsscl_core.engine import (Phase, Round, StepOutput, StopRule, TrainRecipe, augment_batch, cross_entropy_loss,
                                run_phases)
 from wsscl_core.errors import RunCancelled, RunDiverged
 from wsscl_core.models import build_model
@@ -168,7 +168,6 @@ def test_stop_rule_ends_a_forgetting_phase_once_forget_accuracy_falls_to_held_ou
     """Gradient ascent with a check every step: the phase ends early, at the first check where the forget
     sample's accuracy is at or below the held-out sample's, and reports both; the returned step count is
     the steps taken."""
-    from wsscl_core.engine import StopRule
     from wsscl_core.methods.losses import negated_cross_entropy
 
     forget = torch.arange(200)
@@ -191,8 +190,6 @@ def test_stop_rule_ends_a_forgetting_phase_once_forget_accuracy_falls_to_held_ou
 def test_a_stop_rule_that_never_holds_changes_nothing(digits_trained, digits):
     """Fine-tuning on the forget set keeps it above held-out accuracy: every step runs, and the checks
     (their own samples, their own generator, eval mode) leave the weights exactly as without the rule."""
-    from wsscl_core.engine import StopRule
-
     forget = torch.arange(200)
 
     def phase(stop):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import wsscl_core.engine as engine
+import wsscl_core.methods as methods_module
 from wsscl_core.data import ForgetSpec, ImageSet, make_forget_split
 from wsscl_core.engine import TrainRecipe
 from wsscl_core.errors import RunCancelled, WssclError
@@ -316,11 +317,8 @@ def test_forget_stop_rule_is_off_by_default_and_only_for_random_forgetting(ctx_f
     """``forget_stop="holdout"`` gives the method's phase a stop rule on the validation images for random
     forgetting; class forgetting (where Retrain's forget accuracy is 0) and the default get none."""
     seen = []
-    real = engine.run_phases
-    monkeypatch.setattr(engine, "run_phases", lambda model, data, phases, **kw: seen.append(phases[-1].stop) or
-                        real(model, data, phases, **kw))
-    import wsscl_core.methods as methods_module
-    monkeypatch.setattr(methods_module, "run_phases", engine.run_phases)
+    monkeypatch.setattr(methods_module, "run_phases", lambda model, data, phases, **kw:
+                        seen.append(phases[-1].stop) or engine.run_phases(model, data, phases, **kw))
     for forget, rule in (("random:0.1", "off"), ("random:0.1", "holdout"), ("class:3", "holdout")):
         run_unlearning(method, ctx_for(forget), {**SHORT[method], "forget_stop": rule})
     assert seen[0] is None and seen[2] is None

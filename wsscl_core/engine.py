@@ -323,7 +323,8 @@ class _Trainer:
         self.grand_total = sum(p.total_steps() for p in phases)
         self.done_before = 0
         self.steps_taken = 0
-        self.stop_metrics: dict[str, float] = {}
+        self.stop_metrics: dict[str, float] = {}  # set when the current phase's stop rule ended it
+        self.checked_at = -1  # the step of the current phase's last stop-rule check
         self.start = time.perf_counter()
         self.meter = _Meter()
 
@@ -354,7 +355,7 @@ class _Trainer:
                                     nesterov=phase.nesterov and phase.momentum > 0, weight_decay=0.0)
         total, step = phase.total_steps(), 0
         check = phase.stop.probe(self.data) if phase.stop is not None else None
-        self.stop_metrics: dict[str, float] = {}
+        self.stop_metrics, self.checked_at = {}, -1
         self.model.train()
         self.meter.reset_accuracy()
         self.emit("start", phase, index, 0, 0)
@@ -385,7 +386,11 @@ class _Trainer:
         self.steps_taken += step
 
     def _stopped(self, check: Callable[[nn.Module], tuple[float, float]], step: int) -> bool:
-        """Whether the phase's stop rule holds now; when it does, its accuracies join the phase's last reports."""
+        """Whether the phase's stop rule holds now; when it does, its accuracies join the phase's last reports.
+        An epoch's end that was also a step check is not evaluated twice (the model has not moved since)."""
+        if step == self.checked_at:
+            return False
+        self.checked_at = step
         forget_acc, holdout_acc = check(self.model)
         if forget_acc > holdout_acc:
             return False

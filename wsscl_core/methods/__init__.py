@@ -132,9 +132,15 @@ class ForgettingConfig(EpochConfig):
 
     def stop_rule(self, ctx: "UnlearnContext", within_epoch: bool) -> StopRule | None:
         """The phase's stop rule: checked every ~``STOP_CHECK_SAMPLES`` forget samples when ``within_epoch``
-        (a phase of forget rounds only), else at epoch ends, after the epoch's retain round has repaired."""
+        (a phase of forget rounds only), else at epoch ends, after the epoch's retain round has repaired.
+
+        Random forgetting only: when D_f takes whole classes, Retrain's accuracy on it is 0, not that of
+        held-out images. The held-out images are the validation ones, never the reported test set where a
+        dataset has its own (:meth:`~wsscl_core.data.Dataset.holdout`)."""
+        if self.forget_stop == "off" or ctx.split.scenario != "random":
+            return None
         every = max(1, STOP_CHECK_SAMPLES // self.batch_size) if within_epoch else None
-        return ctx.forget_stop(self.forget_stop, every)
+        return StopRule(ctx.split.forget, ctx.data.holdout("val"), every)
 
 
 @dataclass
@@ -164,14 +170,6 @@ class UnlearnContext:
         if target == "all" or not removed:
             return None
         return torch.tensor([c for c in range(self.data.num_classes) if c not in removed], device=self.device)
-
-    def forget_stop(self, rule: ForgetStop, every: int | None) -> StopRule | None:
-        """The stop rule ``rule`` names, for random forgetting only: when D_f takes whole classes, Retrain's
-        accuracy on it is 0, not that of held-out images. The held-out images are the validation ones, never
-        the reported test set where a dataset has its own (:meth:`~wsscl_core.data.Dataset.holdout`)."""
-        if rule == "off" or self.split.scenario != "random":
-            return None
-        return StopRule(self.split.forget, self.data.holdout("val"), every)
 
     def copy_original(self) -> Classifier:
         return copy.deepcopy(self.original)
