@@ -242,6 +242,7 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     first = prepare(ws, RunRequest.parse("retrain", "random:0.1", None, 100, "val"))
     assert untouched == pytest.approx(avg_gap(original_result(ws, first.split, first.request).scores(),
                                               references[next(iter(references))]))
+    assert study.user_attrs["original_gaps"] == {"digits:100": pytest.approx(untouched)}  # the same, per point
     report = tmp_path / "TUNING.md"
     assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0
     text = report.read_text()
@@ -341,11 +342,14 @@ def test_the_report_says_which_study_the_defaults_came_from(tmp_path):
     storage = tune.open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
     in_file = tuned_defaults("ga", "random")
     distributions = {"epochs": IntDistribution(1, 10), "lr": FloatDistribution(1e-5, 1e-2, log=True)}
+    untouched = {"random:0.1:digits:100": 0.4, "random:0.5:digits:100": 1.6}
     for forget, params in {"random:0.1": {"epochs": 9, "lr": 2e-5}, "random:0.1+random:0.5": in_file}.items():
         study = optuna.create_study(study_name=f"ga|{forget}|digits", storage=storage)
         for key, value in {"method": "ga", "forget": forget, "settings": ["digits"], "seeds": [100],
                            "space": tune.space_record("ga"), "budget": 1, "original_gap": 3.0}.items():
             study.set_user_attr(key, value)
+        if forget != "random:0.1":  # a study begun before the original was kept per point has no such line
+            study.set_user_attr("original_gaps", untouched)
         study.add_trial(optuna.trial.create_trial(params=params, value=1.0, distributions=distributions,
                                                   user_attrs={"gaps": {"random:0.1:digits:100": 0.5,
                                                                        "random:0.5:digits:100": 1.5}}))
@@ -355,6 +359,8 @@ def test_the_report_says_which_study_the_defaults_came_from(tmp_path):
     assert "(this study's best)" in combined and "another study" not in combined
     assert "the random defaults come from another study" in single
     assert "per point ([forget set:]setting:seed): random:0.1:digits:100 0.50, random:0.5:digits:100 1.50." in combined
+    assert "Not below the untouched original at: random:0.1:digits:100 (0.50 against 0.40)." in combined
+    assert "untouched original at" not in single
 
 
 def test_a_default_trial_stopped_before_it_finished_is_queued_again(tmp_path):

@@ -136,15 +136,16 @@ def _objective_points(forget: str, settings: list[TuneSetting], seeds: list[int]
                 yield (f"{forget_set}:" if several else "") + f"{setting.name}:{seed}", forget_set, setting, seed
 
 
-def original_gap(storage: Any, settings: list[TuneSetting], forget: str, seeds: list[int],
-                 cancel: CancelFlag | None = None) -> float:
-    """The untouched original's mean Avg.Gap on the tuning objective: the row every trial has to beat."""
-    gaps = []
-    for _, forget_set, setting, seed in _objective_points(forget, settings, seeds):
+def original_gaps(storage: Any, settings: list[TuneSetting], forget: str, seeds: list[int],
+                  cancel: CancelFlag | None = None) -> dict[str, float]:
+    """The untouched original's Avg.Gap at every point of the tuning objective (keyed as a trial's ``gaps``):
+    the row every trial has to beat, point by point as well as on the mean."""
+    gaps = {}
+    for key, forget_set, setting, seed in _objective_points(forget, settings, seeds):
         reference = _reference_scores(storage, setting, forget_set, seed, cancel)
         prepared = prepare(setting.ws, RunRequest.parse("retrain", forget_set, None, seed, "val"))
-        gaps.append(avg_gap(original_result(setting.ws, prepared.split, prepared.request).scores(), reference))
-    return float(sum(gaps) / len(gaps))
+        gaps[key] = avg_gap(original_result(setting.ws, prepared.split, prepared.request).scores(), reference)
+    return gaps
 
 
 def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: list[int], storage: Any,
@@ -263,8 +264,10 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     default = _default_trial(method, scenario)
     if not _default_scored_or_queued(study, default):
         study.enqueue_trial(default, user_attrs={"default": True})
-    if "original_gap" not in study.user_attrs:
-        study.set_user_attr("original_gap", original_gap(storage, settings, forget, seeds, cancel))
+    if "original_gaps" not in study.user_attrs:  # studies begun before it was kept per point get it on resume
+        untouched = original_gaps(storage, settings, forget, seeds, cancel)
+        study.set_user_attr("original_gaps", untouched)
+        study.set_user_attr("original_gap", sum(untouched.values()) / len(untouched))
     finished = (TrialState.COMPLETE,)
     started = time.perf_counter()
 
@@ -369,18 +372,25 @@ def tuning_report(storage: Any, budget: int) -> str:
                       f"best of the first {own} {best.value:.3f} "
                       f"(trial {best.number}). "
                       f"Defaults file now: {in_file or 'dataclass defaults'} ({source})."]
-            lines += _per_point(best)
+            lines += _per_point(best, attrs.get("original_gaps", {}))
         lines.append("")
     return "\n".join(lines)
 
 
-def _per_point(trial: Any) -> list[str]:
-    """The best trial's Avg.Gap on each forget set, setting and seed: a mean can hide one setting it fails."""
+def _per_point(trial: Any, untouched: dict[str, float]) -> list[str]:
+    """The best trial's Avg.Gap on each forget set, setting and seed, and where it is not below the untouched
+    original's (when the study kept those): a mean can hide one setting it fails."""
     gaps = trial.user_attrs.get("gaps", {})
     if len(gaps) < 2:
         return []
-    return ["", "Best trial's Avg.Gap per point ([forget set:]setting:seed): "
-            + ", ".join(f"{key} {value:.2f}" for key, value in sorted(gaps.items())) + "."]
+    lines = ["", "Best trial's Avg.Gap per point ([forget set:]setting:seed): "
+             + ", ".join(f"{key} {value:.2f}" for key, value in sorted(gaps.items())) + "."]
+    if untouched:
+        failed = [f"{key} ({gaps[key]:.2f} against {untouched[key]:.2f})" for key in sorted(gaps)
+                  if key in untouched and gaps[key] >= untouched[key]]
+        lines.append("Not below the untouched original at: " + ", ".join(failed) + "." if failed
+                     else "Below the untouched original at every point.")
+    return lines
 
 
 def _superseded(study: Any) -> bool:
