@@ -363,6 +363,26 @@ def test_the_report_says_which_study_the_defaults_came_from(tmp_path):
     assert "untouched original at" not in single
 
 
+def test_the_ranking_marks_a_study_that_has_not_finished_its_budget(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from wsscl_core import tune
+
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    distributions = {"epochs": IntDistribution(1, 10), "lr": FloatDistribution(1e-5, 1e-2, log=True)}
+    for method, trials in (("ga", 2), ("bs", 1)):
+        study = optuna.create_study(study_name=f"{method}|class:5|digits", storage=storage)
+        for key, value in {"method": method, "forget": "class:5", "settings": ["digits"], "seeds": [100],
+                           "space": tune.space_record(method), "budget": 2}.items():
+            study.set_user_attr(key, value)
+        for i in range(trials):
+            study.add_trial(optuna.trial.create_trial(params={"epochs": 1 + i, "lr": 1e-3}, value=1.0 + i,
+                                                      distributions=distributions))
+    ranking = tune.tuning_report(storage, 2).split("## Ranking")[1].split("\n## ")[0]
+    assert "| GA | 1.000 |" in ranking and "| BS (incomplete: 1 of 2 trials) | 1.000 |" in ranking
+
+
 def test_a_default_trial_stopped_before_it_finished_is_queued_again(tmp_path):
     import optuna
     from optuna.distributions import FloatDistribution, IntDistribution

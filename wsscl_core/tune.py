@@ -409,8 +409,11 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
         best = best_trial(study, own)
         budgets.setdefault(forget, set()).add(own)
         rows = by_forget.setdefault(forget, {})
-        rows[get_method(study.user_attrs.get("method", study.study_name)).label] = (
-            best.value if best is not None else math.inf)
+        label = get_method(study.user_attrs.get("method", study.study_name)).label
+        done = len(first_finished(study, own))
+        if done < own:  # still running or stopped: its best is not a default, and not a fair comparison yet
+            label += f" (incomplete: {done} of {own} trials)"
+        rows[label] = best.value if best is not None else math.inf
         if "original_gap" in study.user_attrs:
             rows[ORIGINAL_LABEL] = study.user_attrs["original_gap"]
     lines = ["## Ranking on the tuning objective", "",
