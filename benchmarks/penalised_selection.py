@@ -53,9 +53,9 @@ def main() -> None:
         cells = []
         for penalty in penalties:
             chosen = min(trials, key=lambda t: penalised(t.user_attrs["gaps"], untouched, penalty))
-            worse = sum(chosen.user_attrs["gaps"][k] >= untouched[k] for k in untouched)
+            worse = len(tune.not_below(chosen.user_attrs["gaps"], untouched))
             cells.append(f"#{chosen.number} ({chosen.value:.2f}, {worse} of {len(untouched)})")
-        everywhere = sum(all(t.user_attrs["gaps"][k] < untouched[k] for k in untouched) for t in trials)
+        everywhere = sum(not tune.not_below(t.user_attrs["gaps"], untouched) for t in trials)
         print(f"| {method} | " + " | ".join(cells) + f" | {everywhere} of {len(trials)} trials |")
 
 

@@ -5,7 +5,6 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DIGITS_RECIPE
 
 import wsscl_core.engine as engine
 import wsscl_core.methods as methods_module
@@ -175,19 +174,9 @@ def test_random_labels_on_a_class_split_come_from_the_kept_classes(ctx_for, monk
     assert everything_for_all is None and everything_for_random is None
 
 
-@pytest.fixture(scope="module")
-def memorising_digits(digits):
-    """A digits original trained without augmentation, as the default ``memorise`` recipe trains: the regime
-    the class defaults were tuned in (train accuracy 100 %)."""
-    from wsscl_core.checkpoints import checkpoint_bytes
-
-    return checkpoint_bytes(*train_original(digits, "compact", dataclasses.replace(DIGITS_RECIPE, augment=False),
-                                            seed=0, device="cpu"))
-
-
 @pytest.mark.parametrize("method", ["salun", "wsscl"])
-def test_the_tuned_class_defaults_forget_the_class(digits, memorising_digits, method):
-    ws = open_workspace(memorising_digits, digits, device="cpu")
+def test_the_tuned_class_defaults_forget_the_class(digits, memorising_digits_checkpoint, method):
+    ws = open_workspace(memorising_digits_checkpoint, digits, device="cpu")
     split = make_forget_split(digits.train.labels, ForgetSpec.parse("class:3", 0), digits.num_classes)
     ctx = ws.context(split, 0)
     out = run_unlearning(method, ctx)  # its tuned class defaults
