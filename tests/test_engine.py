@@ -201,3 +201,24 @@ def test_a_stop_rule_that_never_holds_changes_nothing(digits_trained, digits):
     assert steps == run_phases(without, digits, [phase(None)], seed=4) == phase(None).total_steps()
     for (name, a), b in zip(with_rule.state_dict().items(), without.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_phase_plans_exactly_the_images_it_processes(digits):
+    """Batches, second views and negatives, with a capped round and a last short batch: the count a cost cap
+    relies on matches what the loop feeds the model."""
+    seen = []
+
+    def counting(model, batch):
+        images = [batch.x, batch.x_view, batch.x_neg]
+        seen.append(sum(len(x) for x in images if x is not None))
+        return cross_entropy_loss(model, batch)
+
+    n = len(digits.train.labels)
+    forget, retain = torch.arange(0, 150), torch.arange(150, n)
+    phase = Phase("p", "P", [Round("forget", forget, counting, "forget", two_views=True, negatives=retain,
+                                   num_negatives=40),
+                             Round("retain", retain, counting, "retain", max_steps=3)],
+                  epochs=2, lr=0.001, batch_size=64)
+    run_phases(_fresh(digits), digits, [phase])
+    # forget: 3 batches (64, 64, 22) twice over plus 40 negatives each; retain: 3 full batches of 64
+    assert phase.planned_images() == sum(seen) == 2 * ((150 * 2 + 3 * 40) + 3 * 64)

@@ -20,11 +20,12 @@ from wsscl_core.metrics import accuracy, predict_logits
 from wsscl_core.saliency import forget_gradients, hard_mask
 from wsscl_core.workspace import open_workspace, train_original
 
-PAPER_ORDER = ["retrain", "ft", "rl", "ga", "l1_sparse", "iu", "bs", "be", "salun", "cl", "wscl", "wsscl", "wsscl_paper"]
+PAPER_ORDER = ["retrain", "ft", "rl", "ga", "l1_sparse", "iu", "bs", "be", "salun", "cl", "wscl", "wsscl", "wsscl_paper",
+               "wsscl_budget"]
 SHORT = {  # small schedules: every method in a second or two on digits
     "retrain": {}, "ft": {"epochs": 1}, "rl": {"epochs": 1}, "ga": {"epochs": 1}, "l1_sparse": {"epochs": 1},
     "iu": {"fisher_samples": 64}, "bs": {"epochs": 1}, "be": {"epochs": 1}, "salun": {"epochs": 1},
-    "cl": {}, "wscl": {}, "wsscl": {}, "wsscl_paper": {},
+    "cl": {}, "wscl": {}, "wsscl": {}, "wsscl_paper": {}, "wsscl_budget": {},
 }
 
 

@@ -20,7 +20,7 @@ from wsscl_core.methods import (DEFAULTS_FILE, METHODS, TUNED_RECIPE_LR, check_d
                                 make_config, method_names, read_defaults_document, tuned_defaults)
 from wsscl_core.methods.contrastive import PAPER_LITERAL
 from wsscl_core.metrics import avg_gap, loss_threshold_auc
-from wsscl_core.runs import RunRequest, original_result, prepare, run
+from wsscl_core.runs import RunRequest, original_result, prepare, prepared_cost, run
 from wsscl_core.studio.jobs import SessionJobs, UnlearnRequest, prepare_run, unlearn_work
 from wsscl_core.workspace import open_workspace
 
@@ -254,6 +254,37 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "1"]) == 0
     text = report.read_text()
     assert "(budget: 3 trials per method)" in text and f"best of the first 3 {best:.3f}" in text
+
+
+def test_a_cost_capped_method_runs_only_points_within_its_cap(digits_trained, tmp_path, monkeypatch):
+    """WSS-CL (5 % budget): a drawn point whose planned compute is over the cap is not run and does not count
+    toward the trial budget; every trial that ran is within it, and the report says how many were left out."""
+    import optuna
+
+    from wsscl_core.methods.contrastive import BudgetWSSCLConfig
+
+    monkeypatch.setattr(BudgetWSSCLConfig, "COST_CAP", 0.15)  # the tiny digits Retrain (12 epochs) costs little
+    checkpoint = save_checkpoint(tmp_path / "digits.pt", *digits_trained)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    assert main(["tune", "--methods", "wsscl_budget", "--forget", "random:0.1", "--datasets", "digits",
+                 "--checkpoint", str(checkpoint), "--seeds", "1", "--storage", storage, "--device", "cpu",
+                 "--cache-dir", str(tmp_path), "--trials", "3"]) == 0
+    study = optuna.load_study(study_name="wsscl_budget|random:0.1|digits", storage=storage)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    ran = [t for t in done if not t.user_attrs.get("over_cap")]
+    skipped = [t for t in done if t.user_attrs.get("over_cap")]
+    assert len(ran) == 3 and all(t.user_attrs["cost"] <= 0.15 and t.user_attrs["gaps"] for t in ran)
+    assert skipped and all(t.user_attrs["cost"] > 0.15 and "gaps" not in t.user_attrs for t in skipped)
+    assert all(t.constraints == {"cost_over_cap": pytest.approx(t.user_attrs["cost"] - 0.15)} for t in done)
+    # a trial's cost is its plan against Retrain's on the same split, as a run would be prepared
+    ws = open_workspace(checkpoint, "digits", device="cpu")
+    trial = skipped[0]
+    prepared = prepare(ws, RunRequest.parse("wsscl_budget", "random:0.1", trial.params, 100, "val"))
+    assert trial.user_attrs["cost"] == pytest.approx(prepared_cost(ws, prepared))
+    report = tmp_path / "TUNING.md"
+    assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0
+    assert f"3 finished trials. Cost cap: 0.15 of Retrain's compute at the first forget set; {len(skipped)} points" \
+        in report.read_text()
 
 
 def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tmp_path, monkeypatch):

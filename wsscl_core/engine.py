@@ -172,6 +172,11 @@ class Phase:
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch()
 
+    def planned_images(self) -> int:
+        """Images the phase forwards and back-propagates if it runs all its epochs: the compute it plans,
+        known before it runs (a cost cap needs no timing)."""
+        return self.epochs * sum(_round_images(r, self.batch_size) for r in self.rounds)
+
     def lr_at(self, step: int, total: int) -> float:
         t = step / max(total, 1)
         if self.warmup_fraction > 0 and t < self.warmup_fraction:
@@ -187,6 +192,14 @@ def _round_steps(r: Round, default_bs: int) -> int:
     bs = r.batch_size or default_bs
     steps = math.ceil(len(r.indices) / bs) if len(r.indices) else 0
     return min(steps, r.max_steps) if r.max_steps is not None else steps
+
+
+def _round_images(r: Round, default_bs: int) -> int:
+    """Images one epoch of a round processes: its batches, their second views, and its negatives."""
+    bs = r.batch_size or default_bs
+    steps = _round_steps(r, default_bs)
+    negatives = steps * (r.num_negatives or bs) if r.negatives is not None else 0
+    return min(len(r.indices), steps * bs) * (2 if r.two_views else 1) + negatives
 
 
 # --------------------------------------------------------------------------- progress

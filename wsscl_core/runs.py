@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .data import HOLDOUTS, ForgetSpec, ForgetSplit, Holdout, make_forget_split
 from .engine import CancelFlag, ProgressFn, check_cancel
 from .errors import WssclError
-from .methods import MethodConfig, config_dict, get_method, make_config, run_unlearning
+from .methods import MethodConfig, config_dict, get_method, make_config, planned_cost, run_unlearning
 from .metrics import Evaluation, avg_gap, evaluate
 from .models import Classifier
 from .workspace import Workspace, checkpoint_metadata
@@ -112,6 +112,12 @@ def prepare(ws: Workspace, request: RunRequest) -> PreparedRun:
             notes.append(f"{name} = {value} is larger than the smaller of the forget ({split.num_forget}) and "
                          f"retain ({split.num_retain}) sets; such a set is used as one batch of all its samples.")
     return PreparedRun(request, split, config, notes)
+
+
+def prepared_cost(ws: Workspace, prepared: PreparedRun) -> float | None:
+    """A prepared run's planned compute relative to Retrain's on the same split (None: the method states no
+    plan), known before anything runs."""
+    return planned_cost(prepared.request.method, ws.context(prepared.split, prepared.request.seed), prepared.config)
 
 
 def score(ws: Workspace, model: Classifier, split: ForgetSplit, seed: int, holdout: Holdout = "test") -> Evaluation:

@@ -26,12 +26,14 @@ from .fileio import atomic_write_text
 from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, SearchRange, get_method, make_config,
                       TUNED_RECIPE_LR, method_names, scale_learning_rates, tuned_defaults)
 from .metrics import avg_gap
-from .runs import ORIGINAL_LABEL, RunRequest, original_result, prepare, run
+from .runs import ORIGINAL_LABEL, RunRequest, original_result, prepare, prepared_cost, run
 from .workspace import Workspace, open_workspace, train_original
 
 TUNING_SEED = 100  # first split seed of a study; the reported tables use seeds from 0
 DEFAULT_STORAGE = "sqlite:///tuning/studies.db"
 REFERENCES = "retrain-references"  # the study whose user attributes hold Retrain's scores per split
+# Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
+MAX_DRAWS_PER_TRIAL = 50
 
 
 @dataclass
@@ -155,9 +157,18 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
     import optuna
 
     space = get_method(method).config_cls.SEARCH_SPACE
+    cap = get_method(method).config_cls.COST_CAP
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
+        cost = trial_cost(method, values, forget, settings, seeds)
+        if cost is not None:
+            trial.set_user_attr("cost", cost)
+        if cap is not None:
+            trial.set_constraint("cost_over_cap", cost - cap)  # the sampler learns where the cap lies
+            if cost > cap:  # not run: outside what the method may spend
+                trial.set_user_attr("over_cap", True)
+                return float("inf")
         gaps = {}
         try:
             for key, forget_set, setting, seed in _objective_points(forget, settings, seeds):
@@ -176,6 +187,15 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
         return float(sum(gaps.values()) / len(gaps))
 
     return objective
+
+
+def trial_cost(method: str, values: dict[str, Any], forget: str, settings: list[TuneSetting],
+               seeds: list[int]) -> float | None:
+    """A trial's planned compute relative to Retrain's at the objective's first point (first forget set,
+    setting and seed), or None when the method states no plan."""
+    _, forget_set, setting, seed = next(_objective_points(forget, settings, seeds))
+    scaled = scale_learning_rates(values, setting.ws.recipe.lr)
+    return prepared_cost(setting.ws, prepare(setting.ws, RunRequest.parse(method, forget_set, scaled, seed, "val")))
 
 
 def _default_trial(method: str, scenario: str) -> dict[str, Any]:
@@ -239,7 +259,6 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
                 on_trial: Callable[[str, int, int, float, float, float], None] | None = None) -> Any:
     """Run ``method``'s study until it holds ``trials`` finished trials (resumable: finished ones count)."""
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -253,6 +272,7 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     # draws new points instead of repeating the first ones
     known = len(optuna.load_study(study_name=name, storage=storage).trials) if name in optuna.get_all_study_names(
         storage) else 0
+    cap = get_method(method).config_cls.COST_CAP
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=known, n_startup_trials=min(5, trials)))
     study.set_user_attr("method", method)
@@ -261,6 +281,8 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     study.set_user_attr("seeds", seeds)
     study.set_user_attr("space", space_record(method))
     study.set_user_attr("budget", trials)  # the report chooses within this many trials, as --write-defaults did
+    if cap is not None:
+        study.set_user_attr("cost_cap", cap)
     default = _default_trial(method, scenario)
     if not _default_scored_or_queued(study, default):
         study.enqueue_trial(default, user_attrs={"default": True})
@@ -268,19 +290,29 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
         untouched = original_gaps(storage, settings, forget, seeds, cancel)
         study.set_user_attr("original_gaps", untouched)
         study.set_user_attr("original_gap", sum(untouched.values()) / len(untouched))
-    finished = (TrialState.COMPLETE,)
     started = time.perf_counter()
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if on_trial is not None and trial.state == TrialState.COMPLETE:
-            done = len(study.get_trials(deepcopy=False, states=finished))
-            on_trial(method, done, trials, trial.value, study.best_value, time.perf_counter() - started)
+        """Report a trial that ran; stop every worker once the study holds its budget of them."""
+        if trial.state != TrialState.COMPLETE or trial.user_attrs.get("over_cap"):
+            return
+        done = first_finished(study, trials)
+        if on_trial is not None:
+            on_trial(method, len(done), trials, trial.value, min(t.value for t in done), time.perf_counter() - started)
+        if len(done) >= trials:
+            study.stop()
 
-    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining > 0:
+    objective = objective_for(method, forget, settings, seeds, storage, cancel)
+    draws = 0
+    while (remaining := trials - len(first_finished(study, trials))) > 0:
         check_cancel(cancel)
-        study.optimize(objective_for(method, forget, settings, seeds, storage, cancel), n_trials=remaining,
-                       callbacks=[MaxTrialsCallback(trials, states=finished), report])
+        if draws > MAX_DRAWS_PER_TRIAL * trials:
+            raise WssclError(f"{get_method(method).label}: {draws} points drawn, too few within its cost cap "
+                             f"({cap:g} of Retrain's compute); widen the cap or narrow the search space.")
+        # points over a cost cap are not run and do not count, so a round may end short of the budget
+        before = len(study.trials)
+        study.optimize(objective, n_trials=remaining, callbacks=[report])
+        draws += len(study.trials) - before
     return study
 
 
@@ -289,10 +321,12 @@ def first_finished(study: Any, budget: int) -> list[Any]:
 
     A study may hold more trials than the budget a comparison uses (the budget was lowered, or one method
     was explored further); only the first ``budget`` count, so every method is chosen with the same budget.
+    Points drawn over a method's cost cap were never run and do not count.
     """
     from optuna.trial import TrialState
 
-    return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)[:budget]
+    ran = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not t.user_attrs.get("over_cap")]
+    return sorted(ran, key=lambda t: t.number)[:budget]
 
 
 def best_trial(study: Any, budget: int) -> Any:
@@ -344,12 +378,16 @@ def tuning_report(storage: Any, budget: int) -> str:
     for study in current + [s for s in studies if _superseded(s)]:
         attrs = study.user_attrs
         method = attrs.get("method", study.study_name)
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        done = first_finished(study, len(study.trials))
+        cap = attrs.get("cost_cap")
+        skipped = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) - len(done)
         lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}"
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
-                  f"{len(done)} finished trials.", "", "| field | search range | old default | best |",
-                  "|---|---|---|---|"]
+                  f"{len(done)} finished trials."
+                  + (f" Cost cap: {cap:g} of Retrain's compute at the first forget set; {skipped} points drawn "
+                     "over it were not run and do not count." if cap is not None else ""),
+                  "", "| field | search range | old default | best |", "|---|---|---|---|"]
         default = default_of(done)
         first = default.params if default else {}
         own = study_budget(study, budget)
@@ -370,7 +408,9 @@ def tuning_report(storage: Any, budget: int) -> str:
             lines += ["", f"Mean Avg.Gap: untouched original {_fmt(untouched)}, "
                       f"old default {_fmt(default.value if default else None)}, "
                       f"best of the first {own} {best.value:.3f} "
-                      f"(trial {best.number}). "
+                      f"(trial {best.number}"
+                      + (f", planned compute {best.user_attrs['cost']:.3f} of Retrain's" if "cost" in best.user_attrs
+                         else "") + "). "
                       f"Defaults file now: {in_file or 'dataclass defaults'} ({source})."]
             lines += _per_point(best, attrs.get("original_gaps", {}))
         lines.append("")

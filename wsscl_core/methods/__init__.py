@@ -78,6 +78,9 @@ class MethodConfig:
     """
 
     SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {}
+    # The largest compute, relative to Retrain's, that tuning admits for a point of the search space
+    # (:func:`planned_cost`); None: no cap. Points over it are not run.
+    COST_CAP: ClassVar[float | None] = None
 
     def validate(self) -> None:
         for f in fields(self):
@@ -191,16 +194,22 @@ class MethodSpec:
     run: Callable[[UnlearnContext, Any], Classifier]
     preset_of: str | None = None
     preset: dict[str, Any] = field(default_factory=dict)
+    # Images the method would process on a context with a config, known before it runs (needed by a cost cap).
+    planned_images: Callable[[UnlearnContext, Any], int] | None = None
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register(name: str, label: str, summary: str, config_cls: type[MethodConfig]):
+def register(name: str, label: str, summary: str, config_cls: type[MethodConfig],
+             planned_images: Callable[[UnlearnContext, Any], int] | None = None):
     """Decorator: ``@register("ft", "FT", "fine-tune on D_r", FTConfig)`` on ``run(ctx, cfg) -> model``."""
 
+    if config_cls.COST_CAP is not None and planned_images is None:
+        raise WssclError(f"{label} states a cost cap, so it must say how many images a run plans.")
+
     def wrap(fn: Callable[[UnlearnContext, Any], Classifier]):
-        METHODS[name] = MethodSpec(name, label, summary, config_cls, fn)
+        METHODS[name] = MethodSpec(name, label, summary, config_cls, fn, planned_images=planned_images)
         return fn
 
     return wrap
@@ -209,7 +218,7 @@ def register(name: str, label: str, summary: str, config_cls: type[MethodConfig]
 def register_preset(name: str, label: str, summary: str, of: str, values: dict[str, Any]) -> None:
     """Register ``name`` as method ``of`` with ``values`` fixed on top of its defaults."""
     base = METHODS[of]
-    METHODS[name] = MethodSpec(name, label, summary, base.config_cls, base.run, of, dict(values))
+    METHODS[name] = MethodSpec(name, label, summary, base.config_cls, base.run, of, dict(values), base.planned_images)
 
 
 def method_names() -> list[str]:
@@ -321,6 +330,17 @@ def check_defaults(table: dict[str, dict[str, dict[str, Any]]]) -> None:
             if scenario not in SCENARIOS:
                 raise WssclError(f"Defaults for {name}: unknown scenario {scenario!r}.")
             _with_values(spec.config_cls(), values, spec.label).validate()
+
+
+def planned_cost(method: str, ctx: UnlearnContext, cfg: MethodConfig) -> float | None:
+    """The images ``method`` plans to process with ``cfg`` over those Retrain's recipe processes on the same
+    split: its compute relative to Retrain's, which on one machine is close to its RTE / Retrain. None when
+    the method does not state its plan."""
+    spec = get_method(method)
+    if spec.planned_images is None:
+        return None
+    reference = get_method("retrain")
+    return spec.planned_images(ctx, cfg) / reference.planned_images(ctx, make_config("retrain"))
 
 
 @dataclass

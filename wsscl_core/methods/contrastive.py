@@ -4,7 +4,8 @@ Stage 1 drives the output on D_f to the uniform distribution (KL to uniform). St
 alternates, each epoch, a contrastive forget round (Eq. 7: a forget sample is pulled to its
 own augmented view and pushed away from retain samples) with a short cross-entropy retain
 round. The three methods differ only in the weight mask applied to every update of both
-stages: none (CL), the hard saliency mask (WS-CL) or the soft one (WSS-CL).
+stages: none (CL), the hard saliency mask (WS-CL) or the soft one (WSS-CL). WSS-CL (5 % budget) is WSS-CL
+with its own tuned values, chosen only among points whose planned compute is within 5 % of Retrain's.
 
 Both stages work over the output classes the retain set contains (``target_classes="retain"``):
 for random forgetting that is every class and the paper's loss exactly; when D_f takes a whole
@@ -115,22 +116,30 @@ def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, tor
     return model
 
 
+def two_stage_images(ctx: UnlearnContext, cfg: CLConfig, masked: bool) -> int:
+    """Images the two stages plan to process, plus the one gradient pass over D_f a saliency mask takes."""
+    return sum(p.planned_images() for p in two_stage_phases(ctx, cfg, None)) + (ctx.split.num_forget if masked else 0)
+
+
 def _forget_gradients(ctx: UnlearnContext) -> dict[str, torch.Tensor]:
     return forget_gradients(ctx.original, ctx.data, ctx.split.forget, cancel=ctx.cancel,
                             on_progress=ctx.on_progress)
 
 
-@register("cl", "CL", "KL-to-uniform on D_f, then contrastive forgetting with retain fine-tuning (no mask)", CLConfig)
+@register("cl", "CL", "KL-to-uniform on D_f, then contrastive forgetting with retain fine-tuning (no mask)", CLConfig,
+          planned_images=lambda ctx, cfg: two_stage_images(ctx, cfg, masked=False))
 def contrastive_learning(ctx: UnlearnContext, cfg: CLConfig) -> Classifier:
     return two_stage_unlearning(ctx, cfg, None)
 
 
-@register("wscl", "WS-CL", "CL restricted to the hard saliency mask", WSCLConfig)
+@register("wscl", "WS-CL", "CL restricted to the hard saliency mask", WSCLConfig,
+          planned_images=lambda ctx, cfg: two_stage_images(ctx, cfg, masked=True))
 def weight_saliency_cl(ctx: UnlearnContext, cfg: WSCLConfig) -> Classifier:
     return two_stage_unlearning(ctx, cfg, hard_mask(_forget_gradients(ctx), cfg.mask_ratio))
 
 
-@register("wsscl", "WSS-CL", "CL with every update scaled by the soft saliency mask (the paper's method)", WSSCLConfig)
+@register("wsscl", "WSS-CL", "CL with every update scaled by the soft saliency mask (the paper's method)", WSSCLConfig,
+          planned_images=lambda ctx, cfg: two_stage_images(ctx, cfg, masked=True))
 def weight_soft_saliency_cl(ctx: UnlearnContext, cfg: WSSCLConfig) -> Classifier:
     return two_stage_unlearning(ctx, cfg, soft_mask(_forget_gradients(ctx), cfg.mask_normalisation))
 
@@ -143,3 +152,20 @@ PAPER_LITERAL = {"mask_normalisation": "literal", "target_classes": "all", "mask
 register_preset("wsscl_paper", "WSS-CL (paper-literal)",
                 "WSS-CL exactly as the paper writes it: literal Eq. 4 mask, stage 2 only, all K classes, features",
                 "wsscl", PAPER_LITERAL)
+
+
+@dataclass
+class BudgetWSSCLConfig(WSSCLConfig):
+    """WSS-CL held to 5 % of Retrain's time (the target the paper's efficiency sets): tuning runs only points
+    whose planned compute on its first forget set is within ``COST_CAP`` of Retrain's. The cap is 4.5 %, as
+    the count leaves out the mask's and the contrastive loss's own work (measured times run 1–4 % above the
+    plan). Its own study and defaults, the same search space and trial budget as WSS-CL; the dataclass values
+    (1 + 1 epochs) are within the cap."""
+
+    COST_CAP: ClassVar[float] = 0.045
+
+
+@register("wsscl_budget", "WSS-CL (5 % budget)", "WSS-CL tuned within 5 % of Retrain's compute", BudgetWSSCLConfig,
+          planned_images=lambda ctx, cfg: two_stage_images(ctx, cfg, masked=True))
+def budget_wsscl(ctx: UnlearnContext, cfg: BudgetWSSCLConfig) -> Classifier:
+    return weight_soft_saliency_cl(ctx, cfg)

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine import Phase
 from ..models import Classifier, build_model
 from . import MethodConfig, UnlearnContext, register
 
@@ -13,10 +14,15 @@ class RetrainConfig(MethodConfig):
     """Retrain repeats the original model's recipe (from its checkpoint); nothing to tune."""
 
 
-@register("retrain", "Retrain", "train from scratch on the retain set (gold standard)", RetrainConfig)
+def retrain_phase(ctx: UnlearnContext) -> Phase:
+    return ctx.recipe.phase(ctx.split.retain, label="Retrain on D_r", name="retrain")
+
+
+@register("retrain", "Retrain", "train from scratch on the retain set (gold standard)", RetrainConfig,
+          planned_images=lambda ctx, cfg: retrain_phase(ctx).planned_images())
 def retrain(ctx: UnlearnContext, cfg: RetrainConfig) -> Classifier:
     torch.manual_seed(ctx.seed)
     d = ctx.data
     model = build_model(ctx.model_name, d.channels, d.num_classes, d.mean, d.std).to(ctx.device)
-    ctx.train(model, [ctx.recipe.phase(ctx.split.retain, label="Retrain on D_r", name="retrain")])
+    ctx.train(model, [retrain_phase(ctx)])
     return model
