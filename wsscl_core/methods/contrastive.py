@@ -158,7 +158,7 @@ register_preset("wsscl_paper", "WSS-CL (paper-literal)",
 class BudgetWSSCLConfig(WSSCLConfig):
     """WSS-CL held to 5 % of Retrain's time (the target the paper's efficiency sets): tuning runs only points
     whose planned compute on its first forget set is within ``COST_CAP`` of Retrain's. The cap is 4.5 %, as
-    the count leaves out the mask's and the contrastive loss's own work (measured times run 1–4 % above the
+    the count leaves out the mask's and the contrastive loss's own work (measured times ran up to 8 % above the
     plan). Its own study and defaults, the same search space and trial budget as WSS-CL; the dataclass values
     (1 + 1 epochs) are within the cap."""
 
