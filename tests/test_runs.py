@@ -287,6 +287,27 @@ def test_a_cost_capped_method_runs_only_points_within_its_cap(digits_trained, tm
         in report.read_text()
 
 
+def test_workers_started_together_draw_different_points_and_each_draws_reproducibly(monkeypatch):
+    """Workers on one store see the same trial count when they start; their samplers must still differ, or
+    they spend the budget on repeated points (a study run with two workers once held 14 distinct of 16)."""
+    import optuna
+
+    import wsscl_core.__main__ as cli
+    from wsscl_core import tune
+
+    def first_draw(worker: int) -> tuple:
+        study = optuna.create_study(sampler=tune.sampler_for(3, worker, 16))
+        trial = study.ask()
+        return trial.suggest_int("epochs", 1, 10), trial.suggest_float("lr", 1e-3, 5e-2, log=True)
+
+    assert first_draw(0) == first_draw(0) and first_draw(1) == first_draw(1)
+    assert len({first_draw(worker) for worker in range(3)}) == 3
+    started = []
+    monkeypatch.setattr(cli.subprocess, "Popen", lambda argv, env: started.append(argv))
+    cli._start_workers(cli.build_parser().parse_args(["tune", "--workers", "3"]))
+    assert [argv[argv.index("--worker-index") + 1] for argv in started] == ["1", "2"]
+
+
 def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tmp_path, monkeypatch):
     """On an original trained at half the tuned recipe's learning rate, a trial's lr runs halved, so the
     value a study stores means the same step size whatever original it was found on."""

@@ -199,7 +199,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     storage = tune.open_storage(args.storage)
     chosen = {}
     for method in methods:
-        study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line)
+        study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,
+                                 worker=args.worker_index)
         best = tune.best_trial(study, args.trials)
         if best is None:
             print(f"{get_method(method).label}: no trial finished with a finite Avg.Gap")
@@ -226,7 +227,8 @@ def _start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
     argv = [a for a in sys.argv[1:] if a != "--write-defaults"]
     argv += ["--workers", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    return [subprocess.Popen([sys.executable, "-m", "wsscl_core", *argv], env=env) for _ in range(args.workers - 1)]
+    return [subprocess.Popen([sys.executable, "-m", "wsscl_core", *argv, "--worker-index", str(i)], env=env)
+            for i in range(1, args.workers)]
 
 
 def _recipe_options(parser: argparse.ArgumentParser) -> None:
@@ -303,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna study store: an SQLite file or any "
                                                                "SQLAlchemy URL (e.g. postgresql://...)")
     tu.add_argument("--workers", type=int, default=1, help="processes on this machine sharing the store")
+    tu.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by --workers for its helpers
     tu.add_argument("--datasets", default=f"{DEFAULT_DATASET},digits",
                     help="tuning settings: the first uses --checkpoint, the others an original trained with the "
                          "default recipe (cached in --cache-dir)")

@@ -34,6 +34,8 @@ DEFAULT_STORAGE = "sqlite:///tuning/studies.db"
 REFERENCES = "retrain-references"  # the study whose user attributes hold Retrain's scores per split
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
+# Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
+WORKER_SEED_STRIDE = 1_000_003
 
 
 @dataclass
@@ -254,10 +256,21 @@ def archive_if_space_changed(storage: Any, name: str, method: str) -> str | None
     return archive
 
 
+def sampler_for(known: int, worker: int, trials: int) -> Any:
+    """The TPE sampler of one process: its seed counts the trials already in the store, so a resumed study
+    draws new points instead of repeating the first ones, and adds the worker's index, so workers started
+    together on one store (which see the same count) do not draw the same points."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=known + WORKER_SEED_STRIDE * worker, n_startup_trials=min(5, trials))
+
+
 def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: int, storage: Any,
                 seeds: list[int], cancel: CancelFlag | None = None,
-                on_trial: Callable[[str, int, int, float, float, float], None] | None = None) -> Any:
-    """Run ``method``'s study until it holds ``trials`` finished trials (resumable: finished ones count)."""
+                on_trial: Callable[[str, int, int, float, float, float], None] | None = None,
+                worker: int = 0) -> Any:
+    """Run ``method``'s study until it holds ``trials`` finished trials (resumable: finished ones count).
+    ``worker`` numbers the processes sharing the store (0 for the first)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -268,13 +281,11 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     if archived is not None:
         print(f"{get_method(method).label}: the search space changed; the earlier study is kept as {archived!r}",
               file=sys.stderr, flush=True)
-    # the sampler's seed counts the trials already in the store, so a resumed study (or a second worker)
-    # draws new points instead of repeating the first ones
     known = len(optuna.load_study(study_name=name, storage=storage).trials) if name in optuna.get_all_study_names(
         storage) else 0
     cap = get_method(method).config_cls.COST_CAP
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=known, n_startup_trials=min(5, trials)))
+                                sampler=sampler_for(known, worker, trials))
     study.set_user_attr("method", method)
     study.set_user_attr("forget", forget)
     study.set_user_attr("settings", [s.name for s in settings])

@@ -121,6 +121,10 @@ def two_stage_images(ctx: UnlearnContext, cfg: CLConfig, masked: bool) -> int:
     return sum(p.planned_images() for p in two_stage_phases(ctx, cfg, None)) + (ctx.split.num_forget if masked else 0)
 
 
+def masked_two_stage_images(ctx: UnlearnContext, cfg: CLConfig) -> int:
+    return two_stage_images(ctx, cfg, masked=True)
+
+
 def _forget_gradients(ctx: UnlearnContext) -> dict[str, torch.Tensor]:
     return forget_gradients(ctx.original, ctx.data, ctx.split.forget, cancel=ctx.cancel,
                             on_progress=ctx.on_progress)
@@ -133,13 +137,13 @@ def contrastive_learning(ctx: UnlearnContext, cfg: CLConfig) -> Classifier:
 
 
 @register("wscl", "WS-CL", "CL restricted to the hard saliency mask", WSCLConfig,
-          planned_images=lambda ctx, cfg: two_stage_images(ctx, cfg, masked=True))
+          planned_images=masked_two_stage_images)
 def weight_saliency_cl(ctx: UnlearnContext, cfg: WSCLConfig) -> Classifier:
     return two_stage_unlearning(ctx, cfg, hard_mask(_forget_gradients(ctx), cfg.mask_ratio))
 
 
 @register("wsscl", "WSS-CL", "CL with every update scaled by the soft saliency mask (the paper's method)", WSSCLConfig,
-          planned_images=lambda ctx, cfg: two_stage_images(ctx, cfg, masked=True))
+          planned_images=masked_two_stage_images)
 def weight_soft_saliency_cl(ctx: UnlearnContext, cfg: WSSCLConfig) -> Classifier:
     return two_stage_unlearning(ctx, cfg, soft_mask(_forget_gradients(ctx), cfg.mask_normalisation))
 
@@ -166,6 +170,6 @@ class BudgetWSSCLConfig(WSSCLConfig):
 
 
 @register("wsscl_budget", "WSS-CL (5 % budget)", "WSS-CL tuned within 5 % of Retrain's compute", BudgetWSSCLConfig,
-          planned_images=lambda ctx, cfg: two_stage_images(ctx, cfg, masked=True))
+          planned_images=masked_two_stage_images)
 def budget_wsscl(ctx: UnlearnContext, cfg: BudgetWSSCLConfig) -> Classifier:
     return weight_soft_saliency_cl(ctx, cfg)
