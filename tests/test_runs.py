@@ -283,7 +283,7 @@ def test_a_cost_capped_method_runs_only_points_within_its_cap(digits_trained, tm
     assert trial.user_attrs["cost"] == pytest.approx(prepared_cost(ws, prepared))
     report = tmp_path / "TUNING.md"
     assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0
-    assert f"3 finished trials. Cost cap: 0.15 of Retrain's compute at the first forget set; {len(skipped)} points" \
+    assert f"3 finished trials at distinct points. Cost cap: 0.15 of Retrain's compute at the first forget set; {len(skipped)} points" \
         in report.read_text()
 
 
@@ -306,6 +306,42 @@ def test_workers_started_together_draw_different_points_and_each_draws_reproduci
     monkeypatch.setattr(cli.subprocess, "Popen", lambda argv, env: started.append(argv))
     cli._start_workers(cli.build_parser().parse_args(["tune", "--workers", "3"]))
     assert [argv[argv.index("--worker-index") + 1] for argv in started] == ["1", "2"]
+
+
+def test_a_repeated_point_is_not_run_and_does_not_count_toward_the_budget(digits_trained, tmp_path, capsys):
+    """Every method's budget is one of distinct points: a drawn point that an earlier trial ran is not run again
+    (runs are deterministic) and does not count, and repeats already in a store are counted once."""
+    import optuna
+
+    from wsscl_core import tune
+
+    checkpoint = save_checkpoint(tmp_path / "digits.pt", *digits_trained)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    argv = ["tune", "--methods", "ga", "--forget", "random:0.1", "--datasets", "digits", "--checkpoint",
+            str(checkpoint), "--seeds", "1", "--storage", storage, "--device", "cpu", "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--trials", "1"]) == 0  # the default
+    study = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
+    point = {"epochs": 2, "lr": 3e-4}
+    study.enqueue_trial(point)
+    study.enqueue_trial(point)  # drawn twice, as two workers with one sampler seed once did
+    assert main([*argv, "--trials", "3"]) == 0
+    study = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    first, repeat = [t for t in done if t.params == point]
+    assert repeat.user_attrs["repeat_of"] == first.number and "gaps" not in repeat.user_attrs
+    assert repeat.value == first.value and first.user_attrs["gaps"]
+    assert len(done) == 4 and tune.first_finished(study, 3) == [t for t in done if t is not repeat]
+    assert "[ga] trial 3/3" in capsys.readouterr().err and len({tuple(sorted(t.params.items())) for t in done}) == 3
+    report = tmp_path / "TUNING.md"
+    assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0
+    assert "3 finished trials at distinct points. 1 more repeated an earlier trial's point" in report.read_text()
+    # a store written before repeats were caught holds both runs: the first counts, the repeat does not
+    older = optuna.create_study()
+    for number, value in enumerate([2.0, 1.0, 1.0, 3.0]):
+        older.add_trial(optuna.trial.create_trial(
+            params={"lr": [0.1, 0.2, 0.2, 0.3][number]}, value=value,
+            distributions={"lr": optuna.distributions.FloatDistribution(0.01, 1.0)}))
+    assert [t.number for t in tune.first_finished(older, 3)] == [0, 1, 3]
 
 
 def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tmp_path, monkeypatch):

@@ -157,6 +157,7 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
     """The Optuna objective: mean Avg.Gap to Retrain over every forget set, setting and tuning seed, on
     validation images."""
     import optuna
+    from optuna.trial import TrialState
 
     space = get_method(method).config_cls.SEARCH_SPACE
     cap = get_method(method).config_cls.COST_CAP
@@ -171,6 +172,13 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
             if cost > cap:  # not run: outside what the method may spend
                 trial.set_user_attr("over_cap", True)
                 return float("inf")
+        study = getattr(trial, "study", None)  # an optuna.trial.FixedTrial (a point run by hand) has none
+        earlier = _same_point(study, trial.params, trial.number) if study is not None else None
+        if earlier is not None:  # runs are deterministic: a repeat would score the same and teach nothing
+            trial.set_user_attr("repeat_of", earlier.number)
+            if earlier.state != TrialState.COMPLETE:  # still running in another worker
+                raise optuna.TrialPruned(f"repeats running trial {earlier.number}")
+            return earlier.value
         gaps = {}
         try:
             for key, forget_set, setting, seed in _objective_points(forget, settings, seeds):
@@ -305,7 +313,7 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Report a trial that ran; stop every worker once the study holds its budget of them."""
-        if trial.state != TrialState.COMPLETE or trial.user_attrs.get("over_cap"):
+        if trial.state != TrialState.COMPLETE or trial.user_attrs.get("over_cap") or "repeat_of" in trial.user_attrs:
             return
         done = first_finished(study, trials)
         if on_trial is not None:
@@ -318,9 +326,11 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     while (remaining := trials - len(first_finished(study, trials))) > 0:
         check_cancel(cancel)
         if draws > MAX_DRAWS_PER_TRIAL * trials:
-            raise WssclError(f"{get_method(method).label}: {draws} points drawn, too few within its cost cap "
-                             f"({cap:g} of Retrain's compute); widen the cap or narrow the search space.")
-        # points over a cost cap are not run and do not count, so a round may end short of the budget
+            raise WssclError(f"{get_method(method).label}: {draws} points drawn, too few new ones"
+                             + (f" within its cost cap ({cap:g} of Retrain's compute)" if cap is not None else "")
+                             + "; widen the search space" + (" or the cap." if cap is not None else "."))
+        # points over a cost cap or repeating an earlier one are not run and do not count, so a round may
+        # end short of the budget
         before = len(study.trials)
         study.optimize(objective, n_trials=remaining, callbacks=[report])
         draws += len(study.trials) - before
@@ -328,16 +338,40 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
 
 
 def first_finished(study: Any, budget: int) -> list[Any]:
-    """The study's first ``budget`` finished trials, by trial number: the ones a choice within the budget sees.
+    """The study's first ``budget`` finished trials at distinct points, by trial number: the ones a choice
+    within the budget sees.
 
     A study may hold more trials than the budget a comparison uses (the budget was lowered, or one method
     was explored further); only the first ``budget`` count, so every method is chosen with the same budget.
-    Points drawn over a method's cost cap were never run and do not count.
+    Points drawn over a method's cost cap were never run and do not count, and neither does a point that
+    repeats an earlier trial's (it adds nothing to the search), so every budget is one of distinct points.
     """
+    return _distinct_runs(study)[:budget]
+
+
+def _distinct_runs(study: Any) -> list[Any]:
+    """Every finished trial that ran within the cost cap, by number, each point once (its first trial)."""
     from optuna.trial import TrialState
 
-    ran = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not t.user_attrs.get("over_cap")]
-    return sorted(ran, key=lambda t: t.number)[:budget]
+    ran = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if not t.user_attrs.get("over_cap")), key=lambda t: t.number)
+    seen: list[dict[str, Any]] = []
+    distinct = []
+    for trial in ran:
+        if trial.params not in seen:
+            seen.append(trial.params)
+            distinct.append(trial)
+    return distinct
+
+
+def _same_point(study: Any, params: dict[str, Any], number: int) -> Any:
+    """The earliest other trial, finished or still running, that ran or runs at ``params`` (None if none)."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.COMPLETE, TrialState.RUNNING)
+    return next((t for t in sorted(study.get_trials(deepcopy=False, states=live), key=lambda t: t.number)
+                 if t.number != number and t.params == params and not t.user_attrs.get("over_cap")
+                 and "repeat_of" not in t.user_attrs), None)
 
 
 def best_trial(study: Any, budget: int) -> Any:
@@ -391,12 +425,15 @@ def tuning_report(storage: Any, budget: int) -> str:
         method = attrs.get("method", study.study_name)
         done = first_finished(study, len(study.trials))
         cap = attrs.get("cost_cap")
-        skipped = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) - len(done)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        over = sum(1 for t in finished if t.user_attrs.get("over_cap"))
+        repeats = len(finished) - over - len(done)
         lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}"
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
-                  f"{len(done)} finished trials."
-                  + (f" Cost cap: {cap:g} of Retrain's compute at the first forget set; {skipped} points drawn "
+                  f"{len(done)} finished trials at distinct points."
+                  + (f" {repeats} more repeated an earlier trial's point and do not count." if repeats else "")
+                  + (f" Cost cap: {cap:g} of Retrain's compute at the first forget set; {over} points drawn "
                      "over it were not run and do not count." if cap is not None else ""),
                   "", "| field | search range | old default | best |", "|---|---|---|---|"]
         default = default_of(done)
