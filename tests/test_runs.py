@@ -334,7 +334,7 @@ def test_a_repeated_point_is_not_run_and_does_not_count_toward_the_budget(digits
     assert "[ga] trial 3/3" in capsys.readouterr().err and len({tuple(sorted(t.params.items())) for t in done}) == 3
     report = tmp_path / "TUNING.md"
     assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "3"]) == 0
-    assert "3 finished trials at distinct points. 1 more repeated an earlier trial's point" in report.read_text()
+    assert "3 finished trials at distinct points. 1 more repeated an earlier trial's point (not counted)." in report.read_text()
     # a store written before repeats were caught holds both runs: the first counts, the repeat does not
     older = optuna.create_study()
     for number, value in enumerate([2.0, 1.0, 1.0, 3.0]):

@@ -432,7 +432,7 @@ def tuning_report(storage: Any, budget: int) -> str:
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
                   f"{len(done)} finished trials at distinct points."
-                  + (f" {repeats} more repeated an earlier trial's point and do not count." if repeats else "")
+                  + (f" {repeats} more repeated an earlier trial's point (not counted)." if repeats else "")
                   + (f" Cost cap: {cap:g} of Retrain's compute at the first forget set; {over} points drawn "
                      "over it were not run and do not count." if cap is not None else ""),
                   "", "| field | search range | old default | best |", "|---|---|---|---|"]
