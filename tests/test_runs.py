@@ -361,7 +361,62 @@ def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tm
     value = objective(optuna.trial.FixedTrial({"epochs": 1, "lr": 0.004}))
     assert value >= 0
     ga = [r for r in requests if r.method == "ga"]
-    assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002)}]
+    # and its rounds augment as the study states, whatever the defaults file holds
+    assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002), "augment_rounds": True}]
+
+
+def test_plain_round_variant_scores_the_chosen_point_without_augmentation(digits_trained, tmp_path, capsys):
+    """tune --plain-rounds scores the default again, in its own study, with rounds that do not augment; the
+    defaults file gets whichever of the two studies scores lower, with augment_rounds where plain won."""
+    import optuna
+
+    from wsscl_core import tune
+
+    checkpoint = save_checkpoint(tmp_path / "digits.pt", *digits_trained)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    argv = ["tune", "--methods", "ga", "--forget", "random:0.1", "--datasets", "digits", "--checkpoint",
+            str(checkpoint), "--seeds", "1", "--storage", storage, "--device", "cpu", "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--trials", "1"]) == 0
+    assert main([*argv, "--trials", "1", "--plain-rounds"]) == 0
+    augmented = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
+    plain = optuna.load_study(study_name="ga|random:0.1|digits|plain rounds", storage=storage)
+    assert plain.user_attrs["plain_rounds"] and plain.best_trial.params == augmented.best_trial.params
+    # the plain trial is exactly a run with augment_rounds=False at the same point, scored the same way
+    ws = open_workspace(checkpoint, "digits", device="cpu")
+    reference = optuna.load_study(study_name="retrain-references", storage=storage).user_attrs
+    values = {**plain.best_trial.params, "augment_rounds": False}
+    result = run(ws, RunRequest.parse("ga", "random:0.1", values, 100, "val"))
+    assert plain.best_trial.value == pytest.approx(avg_gap(result.scores(), next(iter(reference.values()))))
+    assert plain.best_trial.value != augmented.best_trial.value  # on digits the crop and flip change GA's run
+    settings = tune.open_settings(["digits"], str(checkpoint), tmp_path, "cpu")
+    chosen, value = tune.chosen_values(tune.open_storage(storage), "ga", "random:0.1", settings)
+    assert value == min(plain.best_trial.value, augmented.best_trial.value)
+    assert chosen == (values if value == plain.best_trial.value else augmented.best_trial.params)
+    report = tmp_path / "TUNING.md"
+    assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "1"]) == 0
+    text = report.read_text()
+    assert "## GA (plain rounds) — forget random:0.1" in text and f"| GA (plain rounds) | {plain.best_trial.value:.3f} |" in text
+    assert main([*argv, "--trials", "1", "--plain-rounds", "--methods", "iu"]) == 2  # IU trains in no rounds
+    assert "no plain-round variant" in capsys.readouterr().err
+
+
+def test_augment_rounds_false_trains_every_round_on_plain_images(digits_workspace, monkeypatch):
+    """A config's augment_rounds=False reaches every round of its method, except the contrastive second view."""
+    from wsscl_core import engine
+
+    calls: list[str] = []
+    real = engine.augment_batch
+    monkeypatch.setattr(engine, "augment_batch", lambda *a, **k: calls.append("x") or real(*a, **k))
+    ws = digits_workspace
+
+    def augmented_batches(method: str, augment: bool, **values) -> int:
+        calls.clear()
+        run(ws, RunRequest.parse(method, "random:0.1", {**values, "augment_rounds": augment}, 0, "val"))
+        return len(calls)
+
+    assert augmented_batches("ft", False, epochs=1) == 0 < augmented_batches("ft", True, epochs=1)
+    one_stage = {"stage1_epochs": 0, "stage2_epochs": 1}
+    assert 0 < augmented_batches("cl", False, **one_stage) < augmented_batches("cl", True, **one_stage)
 
 
 def test_tune_over_several_forget_sets_averages_every_one(digits_trained, tmp_path, capsys):

@@ -197,20 +197,27 @@ def cmd_tune(args: argparse.Namespace) -> None:
     settings = tune.open_settings(datasets, args.checkpoint, cache, args.device, args.data_root)
     cancel = _cancel_on_interrupt()
     storage = tune.open_storage(args.storage)
-    chosen = {}
+    if args.plain_rounds:
+        methods = [m for m in methods if tune.has_rounds(m) or args.methods.strip() != "all"]
     for method in methods:
         study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,
-                                 worker=args.worker_index)
+                                 worker=args.worker_index, plain_rounds=args.plain_rounds)
         best = tune.best_trial(study, args.trials)
         if best is None:
-            print(f"{get_method(method).label}: no trial finished with a finite Avg.Gap")
+            print(f"{tune.study_label(study)}: no trial finished with a finite Avg.Gap")
             continue
-        chosen[method] = dict(best.params)
-        print(f"{get_method(method).label}: best mean Avg.Gap {best.value:.3f} (trial #{best.number}, the best of "
-              f"the first {args.trials} finished) with {chosen[method]}")
+        print(f"{tune.study_label(study)}: best mean Avg.Gap {best.value:.3f} (trial #{best.number}, the best of "
+              f"the first {args.trials} finished) with {dict(best.params)}")
     for helper in helpers:
         helper.wait()
     if args.write_defaults:
+        chosen = {}
+        for method in methods:
+            choice = tune.chosen_values(storage, method, args.forget, settings)
+            if choice is not None:
+                chosen[method] = choice[0]
+                print(f"{get_method(method).label}: the defaults file gets {choice[0]} ({choice[1]:.3f})",
+                      file=sys.stderr)
         tune.write_defaults(chosen, scenario)
         print(f"wrote the {scenario} defaults of {', '.join(chosen)}", file=sys.stderr)
 
@@ -314,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--cache-dir", default="tuning", help="where trained originals of the other datasets are kept")
     tu.add_argument("--write-defaults", action="store_true", help="store each method's best values for this "
                                                                    "scenario in the defaults file the configs read")
+    tu.add_argument("--plain-rounds", action="store_true",
+                    help="score in separate studies with rounds that do not augment (with --trials 1: each "
+                         "method's chosen point once more); --write-defaults keeps the lower of the two")
     tu.add_argument("--report", default=None, metavar="PATH", help="only write the Markdown report of the store "
                                                                    "(docs/TUNING.md) and exit")
     common(tu)

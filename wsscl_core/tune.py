@@ -23,8 +23,8 @@ from .data import ForgetSpec, load_dataset
 from .engine import CancelFlag, check_cancel
 from .errors import RunCancelled, WssclError
 from .fileio import atomic_write_text
-from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, SearchRange, get_method, make_config,
-                      TUNED_RECIPE_LR, method_names, scale_learning_rates, tuned_defaults)
+from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, RoundsConfig, SearchRange, get_method,
+                      make_config, TUNED_RECIPE_LR, method_names, scale_learning_rates, tuned_defaults)
 from .metrics import avg_gap
 from .runs import ORIGINAL_LABEL, RunRequest, original_result, prepare, prepared_cost, run
 from .workspace import Workspace, open_workspace, train_original
@@ -32,6 +32,7 @@ from .workspace import Workspace, open_workspace, train_original
 TUNING_SEED = 100  # first split seed of a study; the reported tables use seeds from 0
 DEFAULT_STORAGE = "sqlite:///tuning/studies.db"
 REFERENCES = "retrain-references"  # the study whose user attributes hold Retrain's scores per split
+PLAIN_SUFFIX = "|plain rounds"  # a study whose rounds do not augment (tune --plain-rounds)
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
 # Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
@@ -83,8 +84,18 @@ def open_settings(datasets: list[str], checkpoint: str | None, cache_dir: Path, 
     return settings
 
 
-def study_name(method: str, forget: str, settings: list[TuneSetting]) -> str:
-    return f"{method}|{forget}|{'+'.join(s.name for s in settings)}"
+def study_name(method: str, forget: str, settings: list[TuneSetting], plain_rounds: bool = False) -> str:
+    return f"{method}|{forget}|{'+'.join(s.name for s in settings)}" + (PLAIN_SUFFIX if plain_rounds else "")
+
+
+def has_rounds(method: str) -> bool:
+    """Whether the method trains in engine rounds, so whether they augment is a choice it has."""
+    return issubclass(get_method(method).config_cls, RoundsConfig)
+
+
+def study_values(study: Any, trial: Any) -> dict[str, Any]:
+    """The config values a study's trial ran with: its searched point, and plain rounds where the study ran so."""
+    return {**trial.params, **({"augment_rounds": False} if study.user_attrs.get("plain_rounds") else {})}
 
 
 def suggest(trial: Any, space: dict[str, SearchRange]) -> dict[str, Any]:
@@ -153,17 +164,20 @@ def original_gaps(storage: Any, settings: list[TuneSetting], forget: str, seeds:
 
 
 def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: list[int], storage: Any,
-                  cancel: CancelFlag | None = None) -> Callable[[Any], float]:
+                  cancel: CancelFlag | None = None, plain_rounds: bool = False) -> Callable[[Any], float]:
     """The Optuna objective: mean Avg.Gap to Retrain over every forget set, setting and tuning seed, on
-    validation images."""
+    validation images. Rounds augment unless ``plain_rounds``, whatever the defaults file says, so a study's
+    trials all run one way."""
     import optuna
     from optuna.trial import TrialState
 
     space = get_method(method).config_cls.SEARCH_SPACE
     cap = get_method(method).config_cls.COST_CAP
 
+    rounds = {"augment_rounds": not plain_rounds} if has_rounds(method) else {}
+
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, space)
+        values = {**suggest(trial, space), **rounds}
         cost = trial_cost(method, values, forget, settings, seeds)
         if cost is not None:
             trial.set_user_attr("cost", cost)
@@ -276,15 +290,18 @@ def sampler_for(known: int, worker: int, trials: int) -> Any:
 def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: int, storage: Any,
                 seeds: list[int], cancel: CancelFlag | None = None,
                 on_trial: Callable[[str, int, int, float, float, float], None] | None = None,
-                worker: int = 0) -> Any:
+                worker: int = 0, plain_rounds: bool = False) -> Any:
     """Run ``method``'s study until it holds ``trials`` finished trials (resumable: finished ones count).
-    ``worker`` numbers the processes sharing the store (0 for the first)."""
+    ``worker`` numbers the processes sharing the store (0 for the first). With ``plain_rounds`` the study is
+    a separate one whose rounds do not augment; its first trial is the current default."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scenario = scenario_of(forget)
-    name = study_name(method, forget, settings)
+    if plain_rounds and not has_rounds(method):
+        raise WssclError(f"{get_method(method).label} trains in no rounds, so it has no plain-round variant.")
+    name = study_name(method, forget, settings, plain_rounds)
     archived = archive_if_space_changed(storage, name, method)
     if archived is not None:
         print(f"{get_method(method).label}: the search space changed; the earlier study is kept as {archived!r}",
@@ -300,6 +317,8 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     study.set_user_attr("seeds", seeds)
     study.set_user_attr("space", space_record(method))
     study.set_user_attr("budget", trials)  # the report chooses within this many trials, as --write-defaults did
+    if plain_rounds:
+        study.set_user_attr("plain_rounds", True)
     if cap is not None:
         study.set_user_attr("cost_cap", cap)
     default = _default_trial(method, scenario)
@@ -321,7 +340,7 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
         if len(done) >= trials:
             study.stop()
 
-    objective = objective_for(method, forget, settings, seeds, storage, cancel)
+    objective = objective_for(method, forget, settings, seeds, storage, cancel, plain_rounds)
     draws = 0
     while (remaining := trials - len(first_finished(study, trials))) > 0:
         check_cancel(cancel)
@@ -380,6 +399,30 @@ def best_trial(study: Any, budget: int) -> Any:
     return min(finite, key=lambda t: t.value) if finite else None
 
 
+def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
+    """A method's values for the defaults file and their score: the best of its study within its budget, or of
+    its plain-round variant where that study is in the store, finished, and scores lower (None if neither has
+    a finite best). The variant scores the chosen point again with plain rounds, one extra trial that every
+    method with rounds gets alike."""
+    import optuna
+
+    names = set(optuna.get_all_study_names(storage))
+    candidates = []
+    for plain in (False, True):
+        name = study_name(method, forget, settings, plain)
+        if name not in names:
+            continue
+        study = optuna.load_study(study_name=name, storage=storage)
+        own = study_budget(study, 1)
+        best = best_trial(study, own)
+        if best is not None and len(first_finished(study, own)) >= own:
+            candidates.append((best.value, plain, study_values(study, best)))
+    if not candidates:
+        return None
+    value, _, values = min(candidates, key=lambda c: (c[0], c[1]))  # a tie keeps augmented rounds
+    return values, value
+
+
 def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path = DEFAULTS_FILE) -> None:
     """Store the chosen values of each method for ``scenario`` in the defaults file the configs read."""
     document = json.loads(path.read_text())
@@ -407,6 +450,9 @@ def tuning_report(storage: Any, budget: int) -> str:
              "is the mean Avg.Gap to Retrain over the tuning settings and split seeds (from "
              f"{TUNING_SEED}, never a reported seed), scored on validation images, never the reported test set.",
              "Every study first scores the default at the time it began (queued again if stopped).",
+             "Rounds augment their batches in every study except those marked (plain rounds): each scores a method's",
+             "chosen point once more without augmentation, one extra trial every method with rounds gets alike,",
+             "and the defaults file keeps whichever of the two scores lower (`tune --plain-rounds --trials 1`).",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
@@ -428,7 +474,7 @@ def tuning_report(storage: Any, budget: int) -> str:
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         over = sum(1 for t in finished if t.user_attrs.get("over_cap"))
         repeats = len(finished) - over - len(done)
-        lines += [f"## {get_method(method).label} — forget {attrs.get('forget')}"
+        lines += [f"## {study_label(study)} — forget {attrs.get('forget')}"
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
                   f"{len(done)} finished trials at distinct points."
@@ -451,7 +497,7 @@ def tuning_report(storage: Any, budget: int) -> str:
             untouched = attrs.get("original_gap")
             scenario = scenario_of(attrs.get("forget"))
             in_file = tuned_defaults(method, scenario)
-            source = ("this study's best" if in_file == best.params
+            source = ("this study's best" if in_file == study_values(study, best)
                       else f"not this study's best: the {scenario} defaults come from another study")
             lines += ["", f"Mean Avg.Gap: untouched original {_fmt(untouched)}, "
                       f"old default {_fmt(default.value if default else None)}, "
@@ -486,6 +532,12 @@ def not_below(gaps: dict[str, float], untouched: dict[str, float]) -> list[str]:
     return [key for key in sorted(gaps) if key in untouched and gaps[key] >= untouched[key]]
 
 
+def study_label(study: Any) -> str:
+    """The method's label, marked where the study's rounds did not augment."""
+    label = get_method(study.user_attrs.get("method", study.study_name)).label
+    return label + (" (plain rounds)" if study.user_attrs.get("plain_rounds") else "")
+
+
 def _superseded(study: Any) -> bool:
     """A study whose recorded search space is not the method's current one (archived when the space changed)."""
     method = study.user_attrs.get("method")
@@ -502,7 +554,7 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
         best = best_trial(study, own)
         budgets.setdefault(forget, set()).add(own)
         rows = by_forget.setdefault(forget, {})
-        label = get_method(study.user_attrs.get("method", study.study_name)).label
+        label = study_label(study)
         done = len(first_finished(study, own))
         if done < own:  # still running or stopped: its best is not a default, and not a fair comparison yet
             label += f" (incomplete: {done} of {own} trials)"

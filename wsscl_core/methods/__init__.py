@@ -104,7 +104,20 @@ class MethodConfig:
 
 
 @dataclass
-class EpochConfig(MethodConfig):
+class RoundsConfig(MethodConfig):
+    """A method that trains in rounds through the engine.
+
+    ``augment_rounds``: whether its rounds augment their batches (random crop and flip). False trains on
+    plain images, as the memorising original and Retrain do, so fine-tuning can keep D_r memorised; the
+    contrastive loss's second view is augmented either way. Chosen per method and scenario on the tuning
+    objective (docs/TUNING.md).
+    """
+
+    augment_rounds: bool = True
+
+
+@dataclass
+class EpochConfig(RoundsConfig):
     """A method that trains in one SGD phase: ``epochs`` passes over its rounds at one learning rate."""
 
     epochs: int = 1
@@ -158,6 +171,7 @@ class UnlearnContext:
     seed: int = 0
     on_progress: ProgressFn | None = None
     cancel: CancelFlag | None = None
+    augment_rounds: bool = True  # False: no round augments its batches (RoundsConfig.augment_rounds)
 
     @property
     def device(self) -> torch.device:
@@ -179,6 +193,9 @@ class UnlearnContext:
 
     def train(self, model: Classifier, phases: list[Phase]) -> None:
         """Run phases through the one engine with this context's seed, progress and cancel."""
+        if not self.augment_rounds:
+            phases = [dataclasses.replace(p, rounds=[dataclasses.replace(r, augment=False) for r in p.rounds])
+                      for p in phases]
         run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel)
 
 
@@ -354,6 +371,8 @@ def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict
     """Run ``method`` on a copy of ``ctx.original``; the returned time is the unlearning step alone (RTE)."""
     spec = get_method(method)
     cfg = config if isinstance(config, MethodConfig) else make_config(method, config, ctx.split.scenario)
+    if isinstance(cfg, RoundsConfig):
+        ctx = dataclasses.replace(ctx, augment_rounds=cfg.augment_rounds)
     torch.manual_seed(ctx.seed)
     start = time.perf_counter()
     model = spec.run(ctx, cfg)

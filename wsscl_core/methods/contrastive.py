@@ -27,13 +27,13 @@ from ..errors import WssclError
 from ..models import Classifier
 from ..saliency import DEFAULT_SOFT_NORMALISATION, SoftNormalisation, check_mask_ratio, forget_gradients, hard_mask, \
     soft_mask
-from . import (Choice, FloatRange, IntRange, MethodConfig, SearchRange, TargetClasses, UnlearnContext, register,
+from . import (Choice, FloatRange, IntRange, RoundsConfig, SearchRange, TargetClasses, UnlearnContext, register,
                register_preset)
 from .losses import Representation, contrastive_round_loss, kl_to_uniform
 
 
 @dataclass
-class CLConfig(MethodConfig):
+class CLConfig(RoundsConfig):
     stage1_epochs: int = 1
     stage1_lr: float = 0.01
     stage2_epochs: int = 1
