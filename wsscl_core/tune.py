@@ -477,7 +477,7 @@ def tuning_report(storage: Any, budget: int) -> str:
         lines += [f"## {study_label(study)} — forget {attrs.get('forget')}"
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
-                  f"{len(done)} finished trials at distinct points."
+                  f"{len(done)} finished {'trial' if len(done) == 1 else 'trials'} at distinct points."
                   + (f" {repeats} more repeated an earlier trial's point (not counted)." if repeats else "")
                   + (f" Cost cap: {cap:g} of Retrain's compute at the first forget set; {over} points drawn "
                      "over it were not run and do not count." if cap is not None else ""),
@@ -552,7 +552,8 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
     for study in studies:
         own, forget = study_budget(study, budget), study.user_attrs.get("forget", "?")
         best = best_trial(study, own)
-        budgets.setdefault(forget, set()).add(own)
+        if not study.user_attrs.get("plain_rounds"):  # a plain-round variant rescores one chosen point
+            budgets.setdefault(forget, set()).add(own)
         rows = by_forget.setdefault(forget, {})
         label = study_label(study)
         done = len(first_finished(study, own))
@@ -566,8 +567,10 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
              "tuning scores, not results: the reported tables are in docs/BENCHMARKS.md. The untouched original "
              "is scored on the same splits; a method above it did worse than doing nothing there.", ""]
     for forget, rows in sorted(by_forget.items()):
-        trials = ", ".join(str(b) for b in sorted(budgets[forget]))
-        lines += [f"| forget {forget} (budget: {trials} trials per method) | best mean Avg.Gap |", "|---|---|"]
+        trials = ", ".join(str(b) for b in sorted(budgets.get(forget, ())))
+        plain = " (plain rounds): the chosen point once more" if any("(plain rounds)" in label for label in rows) else ""
+        lines += [f"| forget {forget} (budget: {trials} trials per method{';' if plain else ''}{plain}) "
+                  "| best mean Avg.Gap |", "|---|---|"]
         lines += [f"| {label} | {f'{value:.3f}' if math.isfinite(value) else '—'} |"
                   for label, value in sorted(rows.items(), key=lambda row: row[1])]
         lines.append("")
