@@ -21,7 +21,7 @@ from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.data import ForgetSpec, load_dataset, make_forget_split
 from wsscl_core.engine import TrainRecipe
 from wsscl_core.methods import run_unlearning
-from wsscl_core.tune import tunable_methods
+from wsscl_core.tune import has_rounds, tunable_methods
 from wsscl_core.metrics import accuracy, predict_logits
 from wsscl_core.workspace import open_workspace, train_original
 
@@ -29,9 +29,12 @@ QUICK_RECIPE = TrainRecipe(epochs=12, lr=0.05, batch_size=64, augment=True)
 
 
 def class_defaults_at(rev: str) -> dict[str, dict]:
+    """The class defaults of ``rev``'s defaults file; a file from before ``augment_rounds`` existed ran every
+    round augmented, so that is stated for the methods that have rounds."""
     text = subprocess.run(["git", "show", f"{rev}:wsscl_core/methods/defaults.json"], check=True,
                           capture_output=True, text=True).stdout
-    return {method: scenarios["class"] for method, scenarios in json.loads(text)["methods"].items() if "class" in scenarios}
+    return {method: {**({"augment_rounds": True} if has_rounds(method) else {}), **scenarios["class"]}
+            for method, scenarios in json.loads(text)["methods"].items() if "class" in scenarios}
 
 
 def main() -> None:
