@@ -365,6 +365,32 @@ def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tm
     assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002), "augment_rounds": True}]
 
 
+def test_a_point_another_worker_is_running_is_left_to_it(digits_workspace, tmp_path):
+    """Two workers may draw one point at the same time: the second does not run it (it would score the same)
+    and its trial ends pruned, so it neither counts nor blocks the budget."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from wsscl_core import tune
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(storage=storage)
+    point = {"epochs": 2, "lr": 3e-4}
+    for _ in range(2):
+        study.enqueue_trial(point)
+    running = study.ask()  # the other worker's trial, still running at this point
+    tune.suggest(running, METHODS["ga"].config_cls.SEARCH_SPACE)
+    objective = tune.objective_for("ga", "random:0.1", [tune.TuneSetting("digits", digits_workspace)],
+                                   [tune.TUNING_SEED], storage)
+    second = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        objective(second)
+    assert second.params == running.params == point
+    study.tell(second, state=TrialState.PRUNED)
+    assert study.trials[second.number].user_attrs["repeat_of"] == running.number
+    assert tune.first_finished(study, 16) == []
+
+
 def test_plain_round_variant_scores_the_chosen_point_without_augmentation(digits_trained, tmp_path, capsys):
     """tune --plain-rounds scores the default again, in its own study, with rounds that do not augment; the
     defaults file gets whichever of the two studies scores lower, with augment_rounds where plain won."""
