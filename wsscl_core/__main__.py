@@ -197,8 +197,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     settings = tune.open_settings(datasets, args.checkpoint, cache, args.device, args.data_root)
     cancel = _cancel_on_interrupt()
     storage = tune.open_storage(args.storage)
-    if args.plain_rounds:
-        methods = [m for m in methods if tune.has_rounds(m) or args.methods.strip() != "all"]
+    if args.plain_rounds and args.methods.strip() == "all":  # IU trains in no rounds; named, it is refused
+        methods = [m for m in methods if tune.has_rounds(m)]
     for method in methods:
         study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,
                                  worker=args.worker_index, plain_rounds=args.plain_rounds)

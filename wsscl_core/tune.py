@@ -365,11 +365,6 @@ def first_finished(study: Any, budget: int) -> list[Any]:
     Points drawn over a method's cost cap were never run and do not count, and neither does a point that
     repeats an earlier trial's (it adds nothing to the search), so every budget is one of distinct points.
     """
-    return _distinct_runs(study)[:budget]
-
-
-def _distinct_runs(study: Any) -> list[Any]:
-    """Every finished trial that ran within the cost cap, by number, each point once (its first trial)."""
     from optuna.trial import TrialState
 
     ran = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -380,7 +375,7 @@ def _distinct_runs(study: Any) -> list[Any]:
         if trial.params not in seen:
             seen.append(trial.params)
             distinct.append(trial)
-    return distinct
+    return distinct[:budget]
 
 
 def _same_point(study: Any, params: dict[str, Any], number: int) -> Any:
@@ -549,10 +544,13 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
     objective on validation images and tuning seeds, not a reported result)."""
     by_forget: dict[str, dict[str, float]] = {}
     budgets: dict[str, set[int]] = {}
+    rescored: set[str] = set()  # forget scenarios with plain-round variants
     for study in studies:
         own, forget = study_budget(study, budget), study.user_attrs.get("forget", "?")
         best = best_trial(study, own)
-        if not study.user_attrs.get("plain_rounds"):  # a plain-round variant rescores one chosen point
+        if study.user_attrs.get("plain_rounds"):  # a plain-round variant rescores one chosen point
+            rescored.add(forget)
+        else:
             budgets.setdefault(forget, set()).add(own)
         rows = by_forget.setdefault(forget, {})
         label = study_label(study)
@@ -568,9 +566,8 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
              "is scored on the same splits; a method above it did worse than doing nothing there.", ""]
     for forget, rows in sorted(by_forget.items()):
         trials = ", ".join(str(b) for b in sorted(budgets.get(forget, ())))
-        plain = " (plain rounds): the chosen point once more" if any("(plain rounds)" in label for label in rows) else ""
-        lines += [f"| forget {forget} (budget: {trials} trials per method{';' if plain else ''}{plain}) "
-                  "| best mean Avg.Gap |", "|---|---|"]
+        plain = "; (plain rounds): the chosen point once more" if forget in rescored else ""
+        lines += [f"| forget {forget} (budget: {trials} trials per method{plain}) | best mean Avg.Gap |", "|---|---|"]
         lines += [f"| {label} | {f'{value:.3f}' if math.isfinite(value) else '—'} |"
                   for label, value in sorted(rows.items(), key=lambda row: row[1])]
         lines.append("")
