@@ -361,8 +361,9 @@ def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tm
     value = objective(optuna.trial.FixedTrial({"epochs": 1, "lr": 0.004}))
     assert value >= 0
     ga = [r for r in requests if r.method == "ga"]
-    # and its rounds augment as the study states, whatever the defaults file holds
-    assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002), "augment_rounds": True}]
+    # and its rounds train as the study states (augmented, constant learning rate), whatever the defaults file holds
+    assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002), "augment_rounds": True,
+                                                "schedule": "constant"}]
 
 
 def test_a_point_another_worker_is_running_is_left_to_it(digits_workspace, tmp_path):
@@ -391,39 +392,49 @@ def test_a_point_another_worker_is_running_is_left_to_it(digits_workspace, tmp_p
     assert tune.first_finished(study, 16) == []
 
 
-def test_plain_round_variant_scores_the_chosen_point_without_augmentation(digits_trained, tmp_path, capsys):
-    """tune --plain-rounds scores the default again, in its own study, with rounds that do not augment; the
-    defaults file gets whichever of the two studies scores lower, with augment_rounds where plain won."""
+def test_round_option_variants_score_the_chosen_point_again(digits_trained, tmp_path, capsys):
+    """tune --plain-rounds and --schedule score the default again, each in its own study, with rounds that do
+    not augment or whose learning rate decays; the defaults file gets whichever study scores lowest, with the
+    round options of the study that won."""
     import optuna
 
     from wsscl_core import tune
 
     checkpoint = save_checkpoint(tmp_path / "digits.pt", *digits_trained)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    argv = ["tune", "--methods", "ga", "--forget", "random:0.1", "--datasets", "digits", "--checkpoint",
+    argv = ["tune", "--methods", "ft", "--forget", "random:0.1", "--datasets", "digits", "--checkpoint",
             str(checkpoint), "--seeds", "1", "--storage", storage, "--device", "cpu", "--cache-dir", str(tmp_path)]
-    assert main([*argv, "--trials", "1"]) == 0
-    assert main([*argv, "--trials", "1", "--plain-rounds"]) == 0
-    augmented = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
-    plain = optuna.load_study(study_name="ga|random:0.1|digits|plain rounds", storage=storage)
-    assert plain.user_attrs["plain_rounds"] and plain.best_trial.params == augmented.best_trial.params
-    # the plain trial is exactly a run with augment_rounds=False at the same point, scored the same way
+    variants = {"": [], "|plain rounds": ["--plain-rounds"], "|cosine schedule": ["--schedule", "cosine"]}
+    for flags in variants.values():
+        assert main([*argv, "--trials", "1", *flags]) == 0
+    studies = {suffix: optuna.load_study(study_name="ft|random:0.1|digits" + suffix, storage=storage)
+               for suffix in variants}
+    base = studies[""]
+    assert {suffix: study.user_attrs.get("round_options") for suffix, study in studies.items()} == {
+        "": None, "|plain rounds": {"augment_rounds": False}, "|cosine schedule": {"schedule": "cosine"}}
+    # each variant's trial is exactly a run with its round options at the base study's point, scored the same way
     ws = open_workspace(checkpoint, "digits", device="cpu")
-    reference = optuna.load_study(study_name="retrain-references", storage=storage).user_attrs
-    values = {**plain.best_trial.params, "augment_rounds": False}
-    result = run(ws, RunRequest.parse("ga", "random:0.1", values, 100, "val"))
-    assert plain.best_trial.value == pytest.approx(avg_gap(result.scores(), next(iter(reference.values()))))
-    assert plain.best_trial.value != augmented.best_trial.value  # on digits the crop and flip change GA's run
+    reference = next(iter(optuna.load_study(study_name="retrain-references", storage=storage).user_attrs.values()))
+    values = {}
+    for suffix in ("|plain rounds", "|cosine schedule"):
+        trial = studies[suffix].best_trial
+        assert trial.params == base.best_trial.params and trial.value != base.best_trial.value
+        values[suffix] = {**trial.params, **studies[suffix].user_attrs["round_options"]}
+        result = run(ws, RunRequest.parse("ft", "random:0.1", values[suffix], 100, "val"))
+        assert trial.value == pytest.approx(avg_gap(result.scores(), reference))
+    values[""] = base.best_trial.params
     settings = tune.open_settings(["digits"], str(checkpoint), tmp_path, "cpu")
-    chosen, value = tune.chosen_values(tune.open_storage(storage), "ga", "random:0.1", settings)
-    assert value == min(plain.best_trial.value, augmented.best_trial.value)
-    assert chosen == (values if value == plain.best_trial.value else augmented.best_trial.params)
+    chosen, value = tune.chosen_values(tune.open_storage(storage), "ft", "random:0.1", settings)
+    lowest = min(variants, key=lambda suffix: studies[suffix].best_trial.value)
+    assert (chosen, value) == (values[lowest], studies[lowest].best_trial.value)
     report = tmp_path / "TUNING.md"
     assert main(["tune", "--storage", storage, "--report", str(report), "--trials", "1"]) == 0
     text = report.read_text()
-    assert "## GA (plain rounds) — forget random:0.1" in text and f"| GA (plain rounds) | {plain.best_trial.value:.3f} |" in text
+    for suffix, label in (("|plain rounds", "plain rounds"), ("|cosine schedule", "cosine schedule")):
+        assert f"## FT ({label}) — forget random:0.1" in text
+        assert f"| FT ({label}) | {studies[suffix].best_trial.value:.3f} |" in text
     assert main([*argv, "--trials", "1", "--plain-rounds", "--methods", "iu"]) == 2  # IU trains in no rounds
-    assert "no plain-round variant" in capsys.readouterr().err
+    assert "no plain rounds variant" in capsys.readouterr().err
 
 
 def test_augment_rounds_false_trains_every_round_on_plain_images(digits_workspace, monkeypatch):
@@ -443,6 +454,30 @@ def test_augment_rounds_false_trains_every_round_on_plain_images(digits_workspac
     assert augmented_batches("ft", False, epochs=1) == 0 < augmented_batches("ft", True, epochs=1)
     one_stage = {"stage1_epochs": 0, "stage2_epochs": 1}
     assert 0 < augmented_batches("cl", False, **one_stage) < augmented_batches("cl", True, **one_stage)
+
+
+def test_a_configs_schedule_reaches_every_phase(digits_workspace, monkeypatch):
+    """A config's schedule sets the learning rate of every phase of its method: constant by default, decaying
+    over each phase (both of WSS-CL's stages) with "cosine"."""
+    from wsscl_core import engine
+
+    rates: list[tuple[str, float]] = []
+    real = engine.Phase.lr_at
+    monkeypatch.setattr(engine.Phase, "lr_at", lambda phase, step, total: rates.append(
+        (phase.name, real(phase, step, total))) or real(phase, step, total))
+    values = {"stage1_epochs": 1, "stage2_epochs": 1, "stage1_lr": 0.01, "stage2_lr": 0.02}
+    for schedule in ("constant", "cosine"):
+        rates.clear()
+        run(digits_workspace, RunRequest.parse("wsscl", "random:0.1", {**values, "schedule": schedule}, 0, "val"))
+        by_phase = {name: [lr for n, lr in rates if n == name] for name, _ in rates}
+        assert len(by_phase) == 2
+        for name, lrs in by_phase.items():
+            start = lrs[0]
+            assert start == pytest.approx(values["stage1_lr"] if "1" in name else values["stage2_lr"])
+            if schedule == "constant":
+                assert set(lrs) == {start}
+            else:
+                assert len(set(lrs)) > 1 and lrs == sorted(lrs, reverse=True)
 
 
 def test_tune_over_several_forget_sets_averages_every_one(digits_trained, tmp_path, capsys):

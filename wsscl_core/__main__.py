@@ -197,11 +197,12 @@ def cmd_tune(args: argparse.Namespace) -> None:
     settings = tune.open_settings(datasets, args.checkpoint, cache, args.device, args.data_root)
     cancel = _cancel_on_interrupt()
     storage = tune.open_storage(args.storage)
-    if args.plain_rounds and args.methods.strip() == "all":  # IU trains in no rounds; named, it is refused
+    options = tune.round_options(args.plain_rounds, args.schedule)
+    if options and args.methods.strip() == "all":  # IU trains in no rounds; named, it is refused
         methods = [m for m in methods if tune.has_rounds(m)]
     for method in methods:
         study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,
-                                 worker=args.worker_index, plain_rounds=args.plain_rounds)
+                                 worker=args.worker_index, options=options)
         best = tune.best_trial(study, args.trials)
         if best is None:
             print(f"{tune.study_label(study)}: no trial finished with a finite Avg.Gap")
@@ -323,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "scenario in the defaults file the configs read")
     tu.add_argument("--plain-rounds", action="store_true",
                     help="score in separate studies with rounds that do not augment (with --trials 1: each "
-                         "method's chosen point once more); --write-defaults keeps the lower of the two")
+                         "method's chosen point once more); --write-defaults keeps the lowest of the studies")
+    tu.add_argument("--schedule", choices=get_args(Schedule), default="constant",
+                    help="the learning rate over each unlearning phase; other than constant, score in separate "
+                         "studies as --plain-rounds does (the two combine)")
     tu.add_argument("--report", default=None, metavar="PATH", help="only write the Markdown report of the store "
                                                                    "(docs/TUNING.md) and exit")
     common(tu)

@@ -17,10 +17,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 from .data import ForgetSpec, load_dataset
-from .engine import CancelFlag, check_cancel
+from .engine import CancelFlag, Schedule, check_cancel
 from .errors import RunCancelled, WssclError
 from .fileio import atomic_write_text
 from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, RoundsConfig, SearchRange, get_method,
@@ -32,7 +32,10 @@ from .workspace import Workspace, open_workspace, train_original
 TUNING_SEED = 100  # first split seed of a study; the reported tables use seeds from 0
 DEFAULT_STORAGE = "sqlite:///tuning/studies.db"
 REFERENCES = "retrain-references"  # the study whose user attributes hold Retrain's scores per split
-PLAIN_SUFFIX = "|plain rounds"  # a study whose rounds do not augment (tune --plain-rounds)
+# How a study's rounds train unless it fixes other round options (tune --plain-rounds / --schedule): a study
+# with other options scores a method's chosen point again with them, one extra trial every method with rounds
+# gets alike, and the defaults file keeps the lowest (chosen_values).
+BASE_ROUNDS: dict[str, Any] = {"augment_rounds": True, "schedule": "constant"}
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
 # Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
@@ -84,8 +87,21 @@ def open_settings(datasets: list[str], checkpoint: str | None, cache_dir: Path, 
     return settings
 
 
-def study_name(method: str, forget: str, settings: list[TuneSetting], plain_rounds: bool = False) -> str:
-    return f"{method}|{forget}|{'+'.join(s.name for s in settings)}" + (PLAIN_SUFFIX if plain_rounds else "")
+def round_options(plain_rounds: bool = False, schedule: str = "constant") -> dict[str, Any]:
+    """The round options that differ from :data:`BASE_ROUNDS` (empty for a method's main study)."""
+    chosen = {"augment_rounds": not plain_rounds, "schedule": schedule}
+    return {key: value for key, value in chosen.items() if value != BASE_ROUNDS[key]}
+
+
+def rounds_label(options: dict[str, Any]) -> str:
+    """How a study's rounds differ from the base ones, in words ("" for none)."""
+    return ", ".join((["plain rounds"] if options.get("augment_rounds") is False else [])
+                     + ([f"{options['schedule']} schedule"] if "schedule" in options else []))
+
+
+def study_name(method: str, forget: str, settings: list[TuneSetting], options: dict[str, Any] | None = None) -> str:
+    label = rounds_label(options or {})
+    return f"{method}|{forget}|{'+'.join(s.name for s in settings)}" + (f"|{label}" if label else "")
 
 
 def has_rounds(method: str) -> bool:
@@ -94,8 +110,8 @@ def has_rounds(method: str) -> bool:
 
 
 def study_values(study: Any, trial: Any) -> dict[str, Any]:
-    """The config values a study's trial ran with: its searched point, and plain rounds where the study ran so."""
-    return {**trial.params, **({"augment_rounds": False} if study.user_attrs.get("plain_rounds") else {})}
+    """The config values a study's trial ran with: its searched point, and the study's round options."""
+    return {**trial.params, **study.user_attrs.get("round_options", {})}
 
 
 def suggest(trial: Any, space: dict[str, SearchRange]) -> dict[str, Any]:
@@ -164,17 +180,17 @@ def original_gaps(storage: Any, settings: list[TuneSetting], forget: str, seeds:
 
 
 def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: list[int], storage: Any,
-                  cancel: CancelFlag | None = None, plain_rounds: bool = False) -> Callable[[Any], float]:
+                  cancel: CancelFlag | None = None, options: dict[str, Any] | None = None) -> Callable[[Any], float]:
     """The Optuna objective: mean Avg.Gap to Retrain over every forget set, setting and tuning seed, on
-    validation images. Rounds augment unless ``plain_rounds``, whatever the defaults file says, so a study's
-    trials all run one way."""
+    validation images. Rounds train as :data:`BASE_ROUNDS` with ``options`` on top, whatever the defaults
+    file says, so a study's trials all run one way."""
     import optuna
     from optuna.trial import TrialState
 
     space = get_method(method).config_cls.SEARCH_SPACE
     cap = get_method(method).config_cls.COST_CAP
 
-    rounds = {"augment_rounds": not plain_rounds} if has_rounds(method) else {}
+    rounds = {**BASE_ROUNDS, **(options or {})} if has_rounds(method) else {}
 
     def objective(trial: optuna.Trial) -> float:
         values = {**suggest(trial, space), **rounds}
@@ -290,18 +306,19 @@ def sampler_for(known: int, worker: int, trials: int) -> Any:
 def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: int, storage: Any,
                 seeds: list[int], cancel: CancelFlag | None = None,
                 on_trial: Callable[[str, int, int, float, float, float], None] | None = None,
-                worker: int = 0, plain_rounds: bool = False) -> Any:
+                worker: int = 0, options: dict[str, Any] | None = None) -> Any:
     """Run ``method``'s study until it holds ``trials`` finished trials (resumable: finished ones count).
-    ``worker`` numbers the processes sharing the store (0 for the first). With ``plain_rounds`` the study is
-    a separate one whose rounds do not augment; its first trial is the current default."""
+    ``worker`` numbers the processes sharing the store (0 for the first). With round ``options``
+    (:func:`round_options`) the study is a separate one whose rounds train so; its first trial is the current
+    default."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scenario = scenario_of(forget)
-    if plain_rounds and not has_rounds(method):
-        raise WssclError(f"{get_method(method).label} trains in no rounds, so it has no plain-round variant.")
-    name = study_name(method, forget, settings, plain_rounds)
+    if options and not has_rounds(method):
+        raise WssclError(f"{get_method(method).label} trains in no rounds, so it has no {rounds_label(options)} variant.")
+    name = study_name(method, forget, settings, options)
     archived = archive_if_space_changed(storage, name, method)
     if archived is not None:
         print(f"{get_method(method).label}: the search space changed; the earlier study is kept as {archived!r}",
@@ -317,8 +334,8 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
     study.set_user_attr("seeds", seeds)
     study.set_user_attr("space", space_record(method))
     study.set_user_attr("budget", trials)  # the report chooses within this many trials, as --write-defaults did
-    if plain_rounds:
-        study.set_user_attr("plain_rounds", True)
+    if options:
+        study.set_user_attr("round_options", options)
     if cap is not None:
         study.set_user_attr("cost_cap", cap)
     default = _default_trial(method, scenario)
@@ -340,7 +357,7 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
         if len(done) >= trials:
             study.stop()
 
-    objective = objective_for(method, forget, settings, seeds, storage, cancel, plain_rounds)
+    objective = objective_for(method, forget, settings, seeds, storage, cancel, options)
     draws = 0
     while (remaining := trials - len(first_finished(study, trials))) > 0:
         check_cancel(cancel)
@@ -396,25 +413,26 @@ def best_trial(study: Any, budget: int) -> Any:
 
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
     """A method's values for the defaults file and their score: the best of its study within its budget, or of
-    its plain-round variant where that study is in the store, finished, and scores lower (None if neither has
-    a finite best). The variant scores the chosen point again with plain rounds, one extra trial that every
-    method with rounds gets alike."""
+    a round-option variant (:func:`round_options`) where that study is in the store, finished, and scores
+    lower (None if none has a finite best). A variant scores the chosen point again with other round options,
+    one extra trial that every method with rounds gets alike."""
     import optuna
 
     names = set(optuna.get_all_study_names(storage))
     candidates = []
-    for plain in (False, True):
-        name = study_name(method, forget, settings, plain)
+    variants = [round_options(plain, schedule) for plain in (False, True) for schedule in get_args(Schedule)]
+    for order, options in enumerate(variants):  # a tie keeps the earlier: the base rounds first
+        name = study_name(method, forget, settings, options)
         if name not in names:
             continue
         study = optuna.load_study(study_name=name, storage=storage)
         own = study_budget(study, 1)
         best = best_trial(study, own)
         if best is not None and len(first_finished(study, own)) >= own:
-            candidates.append((best.value, plain, study_values(study, best)))
+            candidates.append((best.value, order, study_values(study, best)))
     if not candidates:
         return None
-    value, _, values = min(candidates, key=lambda c: (c[0], c[1]))  # a tie keeps augmented rounds
+    value, _, values = min(candidates, key=lambda c: (c[0], c[1]))
     return values, value
 
 
@@ -445,9 +463,11 @@ def tuning_report(storage: Any, budget: int) -> str:
              "is the mean Avg.Gap to Retrain over the tuning settings and split seeds (from "
              f"{TUNING_SEED}, never a reported seed), scored on validation images, never the reported test set.",
              "Every study first scores the default at the time it began (queued again if stopped).",
-             "Rounds augment their batches in every study except those marked (plain rounds): each scores a method's",
-             "chosen point once more without augmentation, one extra trial every method with rounds gets alike,",
-             "and the defaults file keeps whichever of the two scores lower (`tune --plain-rounds --trials 1`).",
+             "Rounds augment their batches at a constant learning rate in every study except those marked with other",
+             "round options ((plain rounds): no augmentation; (cosine schedule): the learning rate decays to 0 over",
+             "each phase): each scores a method's chosen point once more with them, one extra trial every method",
+             "with rounds gets alike, and the defaults file keeps whichever scores lowest",
+             "(`tune --plain-rounds --trials 1`, `tune --schedule cosine --trials 1`, or both).",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
@@ -528,9 +548,10 @@ def not_below(gaps: dict[str, float], untouched: dict[str, float]) -> list[str]:
 
 
 def study_label(study: Any) -> str:
-    """The method's label, marked where the study's rounds did not augment."""
+    """The method's label, marked where the study's rounds differ from the base ones."""
     label = get_method(study.user_attrs.get("method", study.study_name)).label
-    return label + (" (plain rounds)" if study.user_attrs.get("plain_rounds") else "")
+    options = rounds_label(study.user_attrs.get("round_options", {}))
+    return label + (f" ({options})" if options else "")
 
 
 def _superseded(study: Any) -> bool:
@@ -544,11 +565,11 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
     objective on validation images and tuning seeds, not a reported result)."""
     by_forget: dict[str, dict[str, float]] = {}
     budgets: dict[str, set[int]] = {}
-    rescored: set[str] = set()  # forget scenarios with plain-round variants
+    rescored: set[str] = set()  # forget scenarios with round-option variants
     for study in studies:
         own, forget = study_budget(study, budget), study.user_attrs.get("forget", "?")
         best = best_trial(study, own)
-        if study.user_attrs.get("plain_rounds"):  # a plain-round variant rescores one chosen point
+        if study.user_attrs.get("round_options"):  # a round-option variant rescores one chosen point
             rescored.add(forget)
         else:
             budgets.setdefault(forget, set()).add(own)
@@ -566,8 +587,8 @@ def _ranking(studies: list[Any], budget: int) -> list[str]:
              "is scored on the same splits; a method above it did worse than doing nothing there.", ""]
     for forget, rows in sorted(by_forget.items()):
         trials = ", ".join(str(b) for b in sorted(budgets.get(forget, ())))
-        plain = "; (plain rounds): the chosen point once more" if forget in rescored else ""
-        lines += [f"| forget {forget} (budget: {trials} trials per method{plain}) | best mean Avg.Gap |", "|---|---|"]
+        again = "; other round options: the chosen point once more" if forget in rescored else ""
+        lines += [f"| forget {forget} (budget: {trials} trials per method{again}) | best mean Avg.Gap |", "|---|---|"]
         lines += [f"| {label} | {f'{value:.3f}' if math.isfinite(value) else '—'} |"
                   for label, value in sorted(rows.items(), key=lambda row: row[1])]
         lines.append("")

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin
 import torch
 
 from ..data import Dataset, ForgetSplit, Scenario
-from ..engine import WEIGHT_DECAY, CancelFlag, Phase, ProgressFn, Round, StopRule, TrainRecipe, run_phases
+from ..engine import WEIGHT_DECAY, CancelFlag, Phase, ProgressFn, Round, Schedule, StopRule, TrainRecipe, run_phases
 from ..errors import WssclError
 from ..models import Classifier
 
@@ -111,9 +111,12 @@ class RoundsConfig(MethodConfig):
     plain images, as the memorising original and Retrain do, so fine-tuning can keep D_r memorised; the
     contrastive loss's second view is augmented either way. Chosen per method and scenario on the tuning
     objective (docs/TUNING.md).
+
+    ``schedule``: the learning rate over each of its phases: constant, or decayed to 0 (cosine, linear).
     """
 
     augment_rounds: bool = True
+    schedule: Schedule = "constant"
 
 
 @dataclass
@@ -172,6 +175,7 @@ class UnlearnContext:
     on_progress: ProgressFn | None = None
     cancel: CancelFlag | None = None
     augment_rounds: bool = True  # False: no round augments its batches (RoundsConfig.augment_rounds)
+    schedule: Schedule = "constant"  # every phase's learning-rate schedule (RoundsConfig.schedule)
 
     @property
     def device(self) -> torch.device:
@@ -196,6 +200,7 @@ class UnlearnContext:
         if not self.augment_rounds:
             phases = [dataclasses.replace(p, rounds=[dataclasses.replace(r, augment=False) for r in p.rounds])
                       for p in phases]
+        phases = [dataclasses.replace(p, schedule=self.schedule) for p in phases]
         run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel)
 
 
@@ -372,7 +377,7 @@ def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict
     spec = get_method(method)
     cfg = config if isinstance(config, MethodConfig) else make_config(method, config, ctx.split.scenario)
     if isinstance(cfg, RoundsConfig):
-        ctx = dataclasses.replace(ctx, augment_rounds=cfg.augment_rounds)
+        ctx = dataclasses.replace(ctx, augment_rounds=cfg.augment_rounds, schedule=cfg.schedule)
     torch.manual_seed(ctx.seed)
     start = time.perf_counter()
     model = spec.run(ctx, cfg)
