@@ -458,7 +458,7 @@ def test_augment_rounds_false_trains_every_round_on_plain_images(digits_workspac
 
 def test_a_configs_schedule_reaches_every_phase(digits_workspace, monkeypatch):
     """A config's schedule sets the learning rate of every phase of its method: constant by default, decaying
-    over each phase (both of WSS-CL's stages) with "cosine"."""
+    over each phase (both of WSS-CL's stages) with "cosine". Retrain keeps the original's recipe."""
     from wsscl_core import engine
 
     rates: list[tuple[str, float]] = []
@@ -478,6 +478,12 @@ def test_a_configs_schedule_reaches_every_phase(digits_workspace, monkeypatch):
                 assert set(lrs) == {start}
             else:
                 assert len(set(lrs)) > 1 and lrs == sorted(lrs, reverse=True)
+    # Retrain has no rounds option: it repeats the original's recipe, schedule included
+    rates.clear()
+    recipe = digits_workspace.recipe
+    run(digits_workspace, RunRequest.parse("retrain", "random:0.1", None, 0, "val"))
+    steps = [lr for name, lr in rates if name == "retrain"]
+    assert recipe.schedule == "cosine" and max(steps) > recipe.lr / 2 and steps[-1] < recipe.lr / 10
 
 
 def test_tune_over_several_forget_sets_averages_every_one(digits_trained, tmp_path, capsys):

@@ -175,7 +175,7 @@ class UnlearnContext:
     on_progress: ProgressFn | None = None
     cancel: CancelFlag | None = None
     augment_rounds: bool = True  # False: no round augments its batches (RoundsConfig.augment_rounds)
-    schedule: Schedule = "constant"  # every phase's learning-rate schedule (RoundsConfig.schedule)
+    schedule: Schedule | None = None  # every phase's schedule (RoundsConfig.schedule); None: each keeps its own
 
     @property
     def device(self) -> torch.device:
@@ -200,7 +200,8 @@ class UnlearnContext:
         if not self.augment_rounds:
             phases = [dataclasses.replace(p, rounds=[dataclasses.replace(r, augment=False) for r in p.rounds])
                       for p in phases]
-        phases = [dataclasses.replace(p, schedule=self.schedule) for p in phases]
+        if self.schedule is not None:
+            phases = [dataclasses.replace(p, schedule=self.schedule) for p in phases]
         run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel)
 
 
