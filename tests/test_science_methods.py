@@ -492,7 +492,7 @@ def test_bounds_that_are_refused(method, overrides, message):
 def test_unknown_names_are_refused_with_the_choices():
     with pytest.raises(WssclError, match="Unknown method 'sideways'; choose one of " + ", ".join(method_names())):
         make_config("sideways")
-    with pytest.raises(WssclError, match="FT has no hyperparameter 'momentum'; it has augment_rounds, epochs, lr, batch_size"):
+    with pytest.raises(WssclError, match="FT has no hyperparameter 'momentum'; it has augment_rounds, schedule, epochs, lr, batch_size"):
         make_config("ft", {"momentum": 0.9})
     with pytest.raises(WssclError, match="lr must be a float, got 'fast'"):
         make_config("ft", {"lr": "fast"})

@@ -205,7 +205,12 @@ def test_a_shared_link_restores_the_choices_and_the_methods_view_compares_runs(s
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("FT on class:1 finished in").wait_for(timeout=RUN_LIMIT_MS)
     wait_idle(page)
-    page.get_by_test_id("stSelectbox").filter(has_text="Method").click()  # a second method on the same forget set
+    # a second method on the same forget set; the box is scrolled to first, since a list opened while the page
+    # still scrolls closes again
+    method = page.get_by_test_id("stSelectbox").filter(has_text="Method")
+    method.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    method.click()
     page.get_by_role("option", name="GA", exact=False).first.click()
     page.wait_for_function("location.search.includes('method=ga')", timeout=15_000)
     wait_idle(page)
