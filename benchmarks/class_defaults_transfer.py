@@ -29,11 +29,13 @@ QUICK_RECIPE = TrainRecipe(epochs=12, lr=0.05, batch_size=64, augment=True)
 
 
 def class_defaults_at(rev: str) -> dict[str, dict]:
-    """The class defaults of ``rev``'s defaults file; a file from before ``augment_rounds`` existed ran every
-    round augmented, so that is stated for the methods that have rounds."""
+    """The class defaults of ``rev``'s defaults file. A file from before ``augment_rounds`` and ``schedule``
+    existed ran every round augmented at a constant learning rate, so that is stated for the methods that
+    have rounds (else the current defaults would fill them in)."""
     text = subprocess.run(["git", "show", f"{rev}:wsscl_core/methods/defaults.json"], check=True,
                           capture_output=True, text=True).stdout
-    return {method: {**({"augment_rounds": True} if has_rounds(method) else {}), **scenarios["class"]}
+    then = {"augment_rounds": True, "schedule": "constant"}
+    return {method: {**(then if has_rounds(method) else {}), **scenarios["class"]}
             for method, scenarios in json.loads(text)["methods"].items() if "class" in scenarios}
 
 
