@@ -21,7 +21,7 @@ from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.data import ForgetSpec, load_dataset, make_forget_split
 from wsscl_core.engine import TrainRecipe
 from wsscl_core.methods import run_unlearning
-from wsscl_core.tune import has_rounds, tunable_methods
+from wsscl_core.tune import BASE_ROUNDS, has_rounds, tunable_methods
 from wsscl_core.metrics import accuracy, predict_logits
 from wsscl_core.workspace import open_workspace, train_original
 
@@ -34,8 +34,7 @@ def class_defaults_at(rev: str) -> dict[str, dict]:
     have rounds (else the current defaults would fill them in)."""
     text = subprocess.run(["git", "show", f"{rev}:wsscl_core/methods/defaults.json"], check=True,
                           capture_output=True, text=True).stdout
-    then = {"augment_rounds": True, "schedule": "constant"}
-    return {method: {**(then if has_rounds(method) else {}), **scenarios["class"]}
+    return {method: {**(BASE_ROUNDS if has_rounds(method) else {}), **scenarios["class"]}
             for method, scenarios in json.loads(text)["methods"].items() if "class" in scenarios}
 
 

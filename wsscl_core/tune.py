@@ -15,7 +15,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, get_args
 
@@ -35,7 +35,7 @@ REFERENCES = "retrain-references"  # the study whose user attributes hold Retrai
 # How a study's rounds train unless it fixes other round options (tune --plain-rounds / --schedule): a study
 # with other options scores a method's chosen point again with them, one extra trial every method with rounds
 # gets alike, and the defaults file keeps the lowest (chosen_values).
-BASE_ROUNDS: dict[str, Any] = {"augment_rounds": True, "schedule": "constant"}
+BASE_ROUNDS: dict[str, Any] = {f.name: f.default for f in fields(RoundsConfig)}
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
 # Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
@@ -105,7 +105,7 @@ def study_name(method: str, forget: str, settings: list[TuneSetting], options: d
 
 
 def has_rounds(method: str) -> bool:
-    """Whether the method trains in engine rounds, so whether they augment is a choice it has."""
+    """Whether the method trains in engine rounds, so it has round options (augmentation, schedule)."""
     return issubclass(get_method(method).config_cls, RoundsConfig)
 
 

@@ -174,8 +174,8 @@ class UnlearnContext:
     seed: int = 0
     on_progress: ProgressFn | None = None
     cancel: CancelFlag | None = None
-    augment_rounds: bool = True  # False: no round augments its batches (RoundsConfig.augment_rounds)
-    schedule: Schedule | None = None  # every phase's schedule (RoundsConfig.schedule); None: each keeps its own
+    # the round options of the method's config; None (a method without them, e.g. Retrain): phases as built
+    rounds: RoundsConfig | None = None
 
     @property
     def device(self) -> torch.device:
@@ -197,11 +197,12 @@ class UnlearnContext:
 
     def train(self, model: Classifier, phases: list[Phase]) -> None:
         """Run phases through the one engine with this context's seed, progress and cancel."""
-        if not self.augment_rounds:
-            phases = [dataclasses.replace(p, rounds=[dataclasses.replace(r, augment=False) for r in p.rounds])
+        if self.rounds is not None:
+            plain = not self.rounds.augment_rounds
+            phases = [dataclasses.replace(p, schedule=self.rounds.schedule,
+                                          rounds=[dataclasses.replace(r, augment=False) for r in p.rounds]
+                                          if plain else p.rounds)
                       for p in phases]
-        if self.schedule is not None:
-            phases = [dataclasses.replace(p, schedule=self.schedule) for p in phases]
         run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel)
 
 
@@ -378,7 +379,7 @@ def run_unlearning(method: str, ctx: UnlearnContext, config: MethodConfig | dict
     spec = get_method(method)
     cfg = config if isinstance(config, MethodConfig) else make_config(method, config, ctx.split.scenario)
     if isinstance(cfg, RoundsConfig):
-        ctx = dataclasses.replace(ctx, augment_rounds=cfg.augment_rounds, schedule=cfg.schedule)
+        ctx = dataclasses.replace(ctx, rounds=cfg)
     torch.manual_seed(ctx.seed)
     start = time.perf_counter()
     model = spec.run(ctx, cfg)
