@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "scenario in the defaults file the configs read")
     tu.add_argument("--plain-rounds", action="store_true",
                     help="score in separate studies with rounds that do not augment (with --trials 1: each "
-                         "method's chosen point once more); --write-defaults keeps the lowest of the studies")
+                         "method's chosen point once more); --write-defaults keeps a variant only if it scores "
+                         "lower than the base by a clear margin (two standard errors of its per-split gains)")
     tu.add_argument("--schedule", choices=get_args(Schedule), default="constant",
                     help="the learning rate over each unlearning phase; other than constant, score in separate "
                          "studies as --plain-rounds does (the two combine)")

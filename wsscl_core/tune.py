@@ -34,8 +34,12 @@ DEFAULT_STORAGE = "sqlite:///tuning/studies.db"
 REFERENCES = "retrain-references"  # the study whose user attributes hold Retrain's scores per split
 # How a study's rounds train unless it fixes other round options (tune --plain-rounds / --schedule): a study
 # with other options scores a method's chosen point again with them, one extra trial every method with rounds
-# gets alike, and the defaults file keeps the lowest (chosen_values).
+# gets alike, and the defaults file keeps one only if it scores lower by a clear margin (chosen_values).
 BASE_ROUNDS: dict[str, Any] = {f.name: f.default for f in fields(RoundsConfig)}
+# A round-option variant replaces the base only if it gains more than this many standard errors of its
+# per-point gains (clear_gain): with the objectives' eight points, about a 4 % one-sided chance (Student's t,
+# 7 degrees of freedom) that noise alone clears it.
+MARGIN_STANDARD_ERRORS = 2.0
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
 # Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
@@ -411,29 +415,50 @@ def best_trial(study: Any, budget: int) -> Any:
     return min(finite, key=lambda t: t.value) if finite else None
 
 
+def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
+    """Whether a round-option variant beats the base by more than the objective's noise: paired over the points
+    both scored (forget set, setting, seed), its mean gain exceeds :data:`MARGIN_STANDARD_ERRORS` standard
+    errors of the per-point gains. A gain inside that noise is as likely to reverse on other splits as to
+    hold, so the base stays; with a single point there is no noise estimate, and the base stays too."""
+    points = sorted(base.keys() & variant.keys())
+    if len(points) < 2:
+        return False
+    gains = [base[p] - variant[p] for p in points]
+    mean = sum(gains) / len(gains)
+    spread = math.sqrt(sum((g - mean) ** 2 for g in gains) / (len(gains) - 1))
+    return mean > MARGIN_STANDARD_ERRORS * spread / math.sqrt(len(gains))
+
+
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
     """A method's values for the defaults file and their score: the best of its study within its budget, or of
     a round-option variant (:func:`round_options`) where that study is in the store, finished, and scores
-    lower (None if none has a finite best). A variant scores the chosen point again with other round options,
-    one extra trial that every method with rounds gets alike."""
+    lower by a clear margin (:func:`clear_gain`; the lowest such variant). A variant scores the chosen point
+    again with other round options, one extra trial that every method with rounds gets alike. None if no
+    study has a finite best."""
     import optuna
 
     names = set(optuna.get_all_study_names(storage))
     candidates = []
-    variants = [round_options(plain, schedule) for plain in (False, True) for schedule in get_args(Schedule)]
-    for order, options in enumerate(variants):  # a tie keeps the earlier: the base rounds first
-        name = study_name(method, forget, settings, options)
-        if name not in names:
-            continue
-        study = optuna.load_study(study_name=name, storage=storage)
-        own = study_budget(study, 1)
-        best = best_trial(study, own)
-        if best is not None and len(first_finished(study, own)) >= own:
-            candidates.append((best.value, order, study_values(study, best)))
+    for plain in (False, True):
+        for schedule in get_args(Schedule):
+            options = round_options(plain, schedule)
+            name = study_name(method, forget, settings, options)
+            if name not in names:
+                continue
+            study = optuna.load_study(study_name=name, storage=storage)
+            own = study_budget(study, 1)
+            best = best_trial(study, own)
+            if best is not None and len(first_finished(study, own)) >= own:
+                candidates.append((best, study_values(study, best), options))
     if not candidates:
         return None
-    value, _, values = min(candidates, key=lambda c: (c[0], c[1]))
-    return values, value
+    base = next((c for c in candidates if not c[2]), None)
+    if base is not None:  # a variant must beat the base clearly; without a base study the lowest stands
+        base_gaps = base[0].user_attrs.get("gaps", {})
+        candidates = [c for c in candidates if c is base or (
+            c[0].value < base[0].value and clear_gain(base_gaps, c[0].user_attrs.get("gaps", {})))]
+    best, values, _ = min(candidates, key=lambda c: c[0].value)
+    return values, best.value
 
 
 def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path = DEFAULTS_FILE) -> None:
@@ -466,7 +491,9 @@ def tuning_report(storage: Any, budget: int) -> str:
              "Rounds augment their batches at a constant learning rate in every study except those marked with other",
              "round options ((plain rounds): no augmentation; (cosine schedule): the learning rate decays to 0 over",
              "each phase): each scores a method's chosen point once more with them, one extra trial every method",
-             "with rounds gets alike, and the defaults file keeps whichever scores lowest",
+             "with rounds gets alike. The defaults file keeps a variant only if it scores lower than the base by",
+             f"more than {MARGIN_STANDARD_ERRORS:g} standard errors of its gains over the objective's points (paired by split; the",
+             "lowest such variant), since a smaller gain is inside the objective's noise",
              "(`tune --plain-rounds --trials 1`, `tune --schedule cosine --trials 1`, or both).",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
