@@ -474,6 +474,30 @@ def test_a_round_option_variant_replaces_the_base_only_by_a_clear_margin(variant
     assert tune.clear_gain({"a": 1.0}, {"a": 0.0}) is False  # one point: no noise estimate
 
 
+def test_two_round_options_are_kept_together_only_if_each_clearly_adds_to_the_other():
+    """Plain rounds with a cosine schedule must clearly beat plain rounds alone (and the cosine schedule alone),
+    not only the base: here it is lower than plain rounds by less than the noise, so plain rounds are chosen."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", None)]
+    points = [f"digits:{seed}" for seed in (100, 101, 102, 103)]
+    studies = {"": ([2.0, 2.1, 1.9, 2.0], None), "|plain rounds": ([1.0, 1.1, 0.9, 1.0], {"augment_rounds": False}),
+               "|cosine schedule": ([2.1, 2.1, 2.0, 2.2], {"schedule": "cosine"}),
+               "|plain rounds, cosine schedule": ([0.6, 1.4, 0.7, 1.1], {"augment_rounds": False, "schedule": "cosine"})}
+    for suffix, (gaps, options) in studies.items():
+        _scored_study(storage, "ft|random:0.1|digits" + suffix, dict(zip(points, gaps)), options)
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings) == ({"lr": 0.01, "augment_rounds": False}, 1.0)
+    # lower at every point by the same amount: the combination clearly adds to plain rounds, and is chosen
+    optuna.delete_study(study_name="ft|random:0.1|digits|plain rounds, cosine schedule", storage=storage)
+    _scored_study(storage, "ft|random:0.1|digits|plain rounds, cosine schedule",
+                  dict(zip(points, [0.8, 0.9, 0.7, 0.8])), {"augment_rounds": False, "schedule": "cosine"})
+    chosen, value = tune.chosen_values(storage, "ft", "random:0.1", settings)
+    assert chosen == {"lr": 0.01, "augment_rounds": False, "schedule": "cosine"} and value == pytest.approx(0.8)
+
+
 def test_augment_rounds_false_trains_every_round_on_plain_images(digits_workspace, monkeypatch):
     """A config's augment_rounds=False reaches every round of its method, except the contrastive second view."""
     from wsscl_core import engine

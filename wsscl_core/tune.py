@@ -431,10 +431,11 @@ def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
 
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
     """A method's values for the defaults file and their score: the best of its study within its budget, or of
-    a round-option variant (:func:`round_options`) where that study is in the store, finished, and scores
-    lower by a clear margin (:func:`clear_gain`; the lowest such variant). A variant scores the chosen point
-    again with other round options, one extra trial that every method with rounds gets alike. None if no
-    study has a finite best."""
+    a round-option variant (:func:`round_options`) whose study is in the store and finished. A variant scores
+    the chosen point again with other round options, one extra trial that every method with rounds gets
+    alike. It is chosen only if it beats, by a clear margin (:func:`clear_gain`), the base and every variant
+    whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to the
+    other): the lowest variant that does, else the base. None if no study has a finite best."""
     import optuna
 
     names = set(optuna.get_all_study_names(storage))
@@ -452,12 +453,14 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
                 candidates.append((best, study_values(study, best), options))
     if not candidates:
         return None
-    base = next((c for c in candidates if not c[2]), None)
-    if base is not None:  # a variant must beat the base clearly; without a base study the lowest stands
-        base_gaps = base[0].user_attrs.get("gaps", {})
-        candidates = [c for c in candidates if c is base or (
-            c[0].value < base[0].value and clear_gain(base_gaps, c[0].user_attrs.get("gaps", {})))]
-    best, values, _ = min(candidates, key=lambda c: c[0].value)
+
+    def beats_its_parts(candidate: tuple[Any, dict[str, Any], dict[str, Any]]) -> bool:
+        trial, _, options = candidate
+        parts = [c for c in candidates if c is not candidate and c[2].items() <= options.items()]
+        gaps = trial.user_attrs.get("gaps", {})
+        return all(trial.value < part.value and clear_gain(part.user_attrs.get("gaps", {}), gaps) for part, _, _ in parts)
+
+    best, values, _ = min((c for c in candidates if beats_its_parts(c)), key=lambda c: c[0].value)
     return values, best.value
 
 
@@ -491,8 +494,9 @@ def tuning_report(storage: Any, budget: int) -> str:
              "Rounds augment their batches at a constant learning rate in every study except those marked with other",
              "round options ((plain rounds): no augmentation; (cosine schedule): the learning rate decays to 0 over",
              "each phase): each scores a method's chosen point once more with them, one extra trial every method",
-             "with rounds gets alike. The defaults file keeps a variant only if it scores lower than the base by",
-             f"more than {MARGIN_STANDARD_ERRORS:g} standard errors of its gains over the objective's points (paired by split; the",
+             "with rounds gets alike. The defaults file keeps a variant only if it scores lower than the base, and",
+             "than each variant whose options are part of its own, by more than",
+             f"{MARGIN_STANDARD_ERRORS:g} standard errors of its gains over the objective's points (paired by split; the",
              "lowest such variant), since a smaller gain is inside the objective's noise",
              "(`tune --plain-rounds --trials 1`, `tune --schedule cosine --trials 1`, or both).",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
