@@ -415,18 +415,25 @@ def best_trial(study: Any, budget: int) -> Any:
     return min(finite, key=lambda t: t.value) if finite else None
 
 
-def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
-    """Whether a round-option variant beats the base by more than the objective's noise: paired over the points
-    both scored (forget set, setting, seed), its mean gain exceeds :data:`MARGIN_STANDARD_ERRORS` standard
-    errors of the per-point gains. A gain inside that noise is as likely to reverse on other splits as to
-    hold, so the base stays; with a single point there is no noise estimate, and the base stays too."""
+def paired_gain(base: dict[str, float], variant: dict[str, float]) -> tuple[float, float] | None:
+    """A variant's mean gain over the base (lower Avg.Gap is a gain) at the objective's points both scored
+    (forget set, setting, seed), and its standard error; None with fewer than two points (no noise estimate)."""
     points = sorted(base.keys() & variant.keys())
     if len(points) < 2:
-        return False
+        return None
     gains = [base[p] - variant[p] for p in points]
     mean = sum(gains) / len(gains)
     spread = math.sqrt(sum((g - mean) ** 2 for g in gains) / (len(gains) - 1))
-    return mean > MARGIN_STANDARD_ERRORS * spread / math.sqrt(len(gains))
+    return mean, spread / math.sqrt(len(gains))
+
+
+def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
+    """Whether a round-option variant beats the base by more than the objective's noise: its paired mean gain
+    (:func:`paired_gain`) exceeds :data:`MARGIN_STANDARD_ERRORS` standard errors. A gain inside that noise is
+    as likely to reverse on other splits as to hold, so the base stays; with a single point there is no noise
+    estimate, and the base stays too."""
+    gain = paired_gain(base, variant)
+    return gain is not None and gain[0] > MARGIN_STANDARD_ERRORS * gain[1]
 
 
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
@@ -553,8 +560,34 @@ def tuning_report(storage: Any, budget: int) -> str:
                          else "") + "). "
                       f"Defaults file now: {in_file or 'dataclass defaults'} ({source})."]
             lines += _per_point(best, attrs.get("original_gaps", {}))
+            lines += _gains_over_parts(study, best, current, budget)
         lines.append("")
     return "\n".join(lines)
+
+
+def _gains_over_parts(study: Any, trial: Any, studies: list[Any], budget: int) -> list[str]:
+    """For a round-option variant: its paired gain over the base study and over each variant whose options are
+    part of its own, with the verdict of the margin rule (:func:`chosen_values`)."""
+    options = study.user_attrs.get("round_options")
+    if not options:
+        return []
+    attrs = study.user_attrs
+    verdicts = []
+    for part in studies:
+        theirs = part.user_attrs.get("round_options", {})
+        if (part is study or not theirs.items() <= options.items() or part.user_attrs.get("method") != attrs.get("method")
+                or part.user_attrs.get("forget") != attrs.get("forget")
+                or part.user_attrs.get("settings") != attrs.get("settings")):
+            continue
+        best = best_trial(part, study_budget(part, budget))
+        gain = paired_gain(best.user_attrs.get("gaps", {}), trial.user_attrs.get("gaps", {})) if best else None
+        if gain is None:
+            continue
+        clear = trial.value < best.value and clear_gain(best.user_attrs.get("gaps", {}), trial.user_attrs.get("gaps", {}))
+        verdicts.append(f"over {rounds_label(theirs) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} "
+                        f"({'a clear gain' if clear else 'no clear gain'})")
+    return ["", f"Paired gain per point (mean ± standard error; clear above {MARGIN_STANDARD_ERRORS:g} standard errors): "
+            + "; ".join(verdicts) + "."] if verdicts else []
 
 
 def _per_point(trial: Any, untouched: dict[str, float]) -> list[str]:
