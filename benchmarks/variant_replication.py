@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import optuna
 
 from wsscl_core import tune
-from wsscl_core.engine import Schedule
 from wsscl_core.methods import get_method
 
 REPORTED_SEEDS = range(0, 3)
@@ -31,18 +30,9 @@ REPORTED_CLASSES = {3, 7, 0}
 def candidates(storage: Any, method: str, objective: str, settings: list[tune.TuneSetting]) -> dict[str, dict]:
     """The base rounds, the lowest-scoring study and the margin rule's choice: label -> round options, the
     study's best point with them, and its tuning score."""
-    names = set(optuna.get_all_study_names(storage))
-    studies = {}
-    for plain in (False, True):
-        for schedule in get_args(Schedule):
-            options = tune.round_options(plain, schedule)
-            name = tune.study_name(method, objective, settings, options)
-            if name in names:
-                study = optuna.load_study(study_name=name, storage=storage)
-                best = tune.best_trial(study, tune.study_budget(study, 1))
-                if best is not None:
-                    studies[tune.rounds_label(options) or "base rounds"] = {
-                        "options": options, "values": tune.study_values(study, best), "tuning": best.value}
+    studies = {tune.rounds_label(options) or "base rounds": {
+        "options": options, "values": tune.study_values(study, best), "tuning": best.value}
+        for options, study, best in tune.round_option_studies(storage, method, objective, settings)}
     chosen, _ = tune.chosen_values(storage, method, objective, settings)
     lowest = min(studies, key=lambda label: studies[label]["tuning"])
     margin = next(label for label, c in studies.items() if c["values"] == chosen)

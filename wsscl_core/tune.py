@@ -436,17 +436,20 @@ def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
     return gain is not None and gain[0] > MARGIN_STANDARD_ERRORS * gain[1]
 
 
-def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
-    """A method's values for the defaults file and their score: the best of its study within its budget, or of
-    a round-option variant (:func:`round_options`) whose study is in the store and finished. A variant scores
-    the chosen point again with other round options, one extra trial that every method with rounds gets
-    alike. It is chosen only if it beats, by a clear margin (:func:`clear_gain`), the base and every variant
-    whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to the
-    other): the lowest variant that does, else the base. None if no study has a finite best."""
+def clearly_beats(trial: Any, other: Any) -> bool:
+    """Whether ``trial`` (a round-option variant's best) scores lower than ``other`` by a clear margin
+    (:func:`clear_gain` over the points both scored)."""
+    return trial.value < other.value and clear_gain(other.user_attrs.get("gaps", {}), trial.user_attrs.get("gaps", {}))
+
+
+def round_option_studies(storage: Any, method: str, forget: str,
+                         settings: list[TuneSetting]) -> list[tuple[dict[str, Any], Any, Any]]:
+    """The method's studies on this objective, one per round options (the base rounds first), that are in the
+    store and finished within their budget, each as (round options, study, best trial)."""
     import optuna
 
     names = set(optuna.get_all_study_names(storage))
-    candidates = []
+    found = []
     for plain in (False, True):
         for schedule in get_args(Schedule):
             options = round_options(plain, schedule)
@@ -457,18 +460,27 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
             own = study_budget(study, 1)
             best = best_trial(study, own)
             if best is not None and len(first_finished(study, own)) >= own:
-                candidates.append((best, study_values(study, best), options))
+                found.append((options, study, best))
+    return found
+
+
+def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
+    """A method's values for the defaults file and their score: the best of its study within its budget, or of
+    a round-option variant (:func:`round_options`) whose study is in the store and finished. A variant scores
+    the chosen point again with other round options, one extra trial that every method with rounds gets
+    alike. It is chosen only if it beats, by a clear margin (:func:`clear_gain`), the base and every variant
+    whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to the
+    other): the lowest variant that does, else the base. None if no study has a finite best."""
+    candidates = round_option_studies(storage, method, forget, settings)
     if not candidates:
         return None
 
-    def beats_its_parts(candidate: tuple[Any, dict[str, Any], dict[str, Any]]) -> bool:
-        trial, _, options = candidate
-        parts = [c for c in candidates if c is not candidate and c[2].items() <= options.items()]
-        gaps = trial.user_attrs.get("gaps", {})
-        return all(trial.value < part.value and clear_gain(part.user_attrs.get("gaps", {}), gaps) for part, _, _ in parts)
+    def beats_its_parts(options: dict[str, Any], best: Any) -> bool:
+        return all(clearly_beats(best, part) for theirs, _, part in candidates
+                   if part is not best and theirs.items() <= options.items())
 
-    best, values, _ = min((c for c in candidates if beats_its_parts(c)), key=lambda c: c[0].value)
-    return values, best.value
+    options, study, best = min((c for c in candidates if beats_its_parts(c[0], c[2])), key=lambda c: c[2].value)
+    return study_values(study, best), best.value
 
 
 def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path = DEFAULTS_FILE) -> None:
@@ -582,9 +594,8 @@ def _gains_over_parts(study: Any, trial: Any, studies: list[Any], budget: int) -
         gain = paired_gain(best.user_attrs.get("gaps", {}), trial.user_attrs.get("gaps", {})) if best else None
         if gain is None:
             continue
-        clear = trial.value < best.value and clear_gain(best.user_attrs.get("gaps", {}), trial.user_attrs.get("gaps", {}))
         verdicts.append(f"over {rounds_label(theirs) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} "
-                        f"({'a clear gain' if clear else 'no clear gain'})")
+                        f"({'a clear gain' if clearly_beats(trial, best) else 'no clear gain'})")
     return ["", f"Paired gain per point (mean ± standard error; clear above {MARGIN_STANDARD_ERRORS:g} standard errors): "
             + "; ".join(verdicts) + "."] if verdicts else []
 
