@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objective", required=True, help="the tuning objective whose studies decided")
     parser.add_argument("--forget", required=True, help="the fresh forget sets (never reported)")
-    parser.add_argument("--methods", required=True)
+    parser.add_argument("--methods", default="", help="comma list (none: only the untouched original)")
     parser.add_argument("--seed", type=int, default=102, help="first fresh split seed (tuning used 100, 101)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--storage", default=tune.DEFAULT_STORAGE, help="the study store (only read)")
@@ -59,7 +59,10 @@ def main() -> None:
     store = tune.open_storage(args.storage)
     references = optuna.storages.InMemoryStorage()  # Retrain on the fresh splits, kept for this run only
     print(f"fresh points: forget {args.forget}, seeds {seeds}, validation images; decided on {args.objective}\n")
-    for method in args.methods.split(","):
+    untouched = tune.original_gaps(references, settings, args.forget, seeds)  # the row every candidate must beat
+    print(f"{tune.ORIGINAL_LABEL}: fresh {sum(untouched.values()) / len(untouched):.3f}  "
+          + " ".join(f"{k} {v:.2f}" for k, v in sorted(untouched.items())) + "\n", flush=True)
+    for method in filter(None, args.methods.split(",")):
         label = get_method(method).label
         scored = {}
         for name, candidate in candidates(store, method, args.objective, settings).items():
