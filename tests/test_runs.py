@@ -437,13 +437,15 @@ def test_round_option_variants_score_the_chosen_point_again(digits_trained, tmp_
     assert "no plain rounds variant" in capsys.readouterr().err
 
 
-def _scored_study(storage, name, gaps, options=None):
-    """A finished one-trial study of FT whose trial scored ``gaps`` (per objective point)."""
+def _scored_study(storage, name, gaps, options=None, confirms=None):
+    """A finished one-trial study of FT whose trial scored ``gaps`` (per objective point); with ``confirms``, the
+    confirmation of that study on fresh points."""
     import optuna
 
     study = optuna.create_study(study_name=name, storage=storage)
-    for key, value in {"method": "ft", "forget": "random:0.1", "settings": ["digits"]}.items():
-        study.set_user_attr(key, value)
+    for key, value in {"method": "ft", "forget": "random:0.1", "settings": ["digits"], "confirms": confirms}.items():
+        if value is not None:
+            study.set_user_attr(key, value)
     if options:
         study.set_user_attr("round_options", options)
     study.set_user_attr("budget", 1)
@@ -501,6 +503,82 @@ def test_two_round_options_are_kept_together_only_if_each_clearly_adds_to_the_ot
                   dict(zip(points, [0.8, 0.9, 0.7, 0.8])), {"augment_rounds": False, "schedule": "cosine"})
     chosen, value = tune.chosen_values(storage, "ft", "random:0.1", settings)
     assert chosen == {"lr": 0.01, "augment_rounds": False, "schedule": "cosine"} and value == pytest.approx(0.8)
+
+
+def test_confirmation_points_pool_with_the_objective_only_when_every_round_option_has_them():
+    """tune --confirm-on scores every round option's chosen point on fresh points; the margin rule then judges
+    the variant over both sets of points. Here the objective's four points leave the gain inside the noise, the
+    fresh points show it at every point, and pooled the gain is clear; with one confirmation missing the
+    points could not be paired, and the objective's alone decide (the base stays)."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", None)]
+    objective = [f"digits:{seed}" for seed in (100, 101, 102, 103)]
+    fresh = [f"digits:{seed}" for seed in (104, 105, 106, 107)]
+    names = {"": ("ft|random:0.1|digits", None), "cosine": ("ft|random:0.1|digits|cosine schedule", {"schedule": "cosine"})}
+    _scored_study(storage, names[""][0], dict(zip(objective, [2.0, 2.1, 1.9, 2.0])))
+    _scored_study(storage, names["cosine"][0], dict(zip(objective, [1.5, 2.3, 1.6, 2.0])), names["cosine"][1])
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01}  # +0.150 ± 0.155
+    _scored_study(storage, tune.confirmation_name(names[""][0]), dict(zip(fresh, [2.0, 2.2, 1.8, 2.1])),
+                  confirms=names[""][0])
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01}  # not every one confirmed
+    _scored_study(storage, tune.confirmation_name(names["cosine"][0]), dict(zip(fresh, [1.8, 2.0, 1.6, 1.9])),
+                  names["cosine"][1], confirms=names["cosine"][0])
+    evidence = {options.get("schedule", "base"): gaps
+                for options, _, _, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)}
+    assert sorted(evidence["cosine"]) == sorted(objective + fresh) and evidence["base"].keys() == evidence["cosine"].keys()
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings) == ({"lr": 0.01, "schedule": "cosine"}, 1.85)
+    report = tune.tuning_report(storage, 1)
+    assert "over 8 points, the objective's and its confirmation's" in report
+    assert "over the base rounds +0.175 ± 0.073 (a clear gain)" in report  # pooled: 8 paired gains
+    # confirmation studies are listed on their own, not ranked as tuning studies
+    assert "## FT (cosine schedule) — forget random:0.1\n" in report and "|confirmation" not in report
+    assert "| FT (cosine schedule) — forget random:0.1 | forget random:0.1, seeds None | 1.825 |" in report
+
+
+def test_confirm_round_options_scores_each_chosen_point_on_fresh_splits(digits_workspace):
+    """The confirmation of a round-option choice runs each study's chosen point, with its round options, on
+    split seeds the objective did not use, scored exactly as a tuning trial; once scored it is not run again,
+    and a method whose variants all score above the base is not confirmed (no variant could be chosen)."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", digits_workspace)]
+    point = {"epochs": 1, "lr": 0.01}
+    distributions = {"epochs": optuna.distributions.IntDistribution(1, 10),
+                     "lr": optuna.distributions.FloatDistribution(1e-3, 5e-2)}
+    studies = {}
+    for name, options, value in (("ft|random:0.1|digits", None, 2.0),
+                                 ("ft|random:0.1|digits|plain rounds", {"augment_rounds": False}, 1.0)):
+        study = optuna.create_study(study_name=name, storage=storage)
+        for key, attr in {"method": "ft", "forget": "random:0.1", "settings": ["digits"], "budget": 1,
+                          "round_options": options}.items():
+            if attr is not None:
+                study.set_user_attr(key, attr)
+        study.add_trial(optuna.trial.create_trial(params=point, distributions=distributions, value=value,
+                                                  user_attrs={"gaps": {"digits:100": value, "digits:101": value}}))
+        studies[name] = study
+    with pytest.raises(WssclError, match="fresh"):
+        tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [101])
+    confirmations = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104])
+    assert [c.user_attrs["confirms"] for c in confirmations] == list(studies)
+    reference = next(iter(optuna.load_study(study_name=tune.REFERENCES, storage=storage).user_attrs.values()))
+    for confirmation, options in zip(confirmations, ({}, {"augment_rounds": False})):
+        trial = tune.first_finished(confirmation, 1)[0]
+        assert trial.params == point and list(trial.user_attrs["gaps"]) == ["digits:104"]
+        result = run(digits_workspace, RunRequest.parse("ft", "random:0.1", {**point, **options}, 104, "val"))
+        assert trial.value == pytest.approx(avg_gap(result.scores(), reference))
+    again = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104])
+    assert [len(c.trials) for c in again] == [1, 1]
+    optuna.delete_study(study_name="ft|random:0.1|digits|plain rounds", storage=storage)
+    _scored_study(storage, "ft|random:0.1|digits|plain rounds", {"digits:100": 3.0, "digits:101": 3.0},
+                  {"augment_rounds": False})  # now above the base: nothing to confirm
+    assert tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [105]) == []
 
 
 def test_augment_rounds_false_trains_every_round_on_plain_images(digits_workspace, monkeypatch):

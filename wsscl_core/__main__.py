@@ -191,6 +191,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.seed < tune.TUNING_SEED:
         raise WssclError(f"Tuning seeds start at {tune.TUNING_SEED} or above (--seed), so that they never "
                          "coincide with the seeds the reported tables use.")
+    if args.confirm_on and args.workers > 1:
+        raise WssclError("--confirm-on runs one point per study: share it out with --methods, not --workers.")
     _ensure_sqlite_folder(args.storage)
     helpers = _start_workers(args) if args.workers > 1 else []
     cache = Path(args.cache_dir)
@@ -200,15 +202,23 @@ def cmd_tune(args: argparse.Namespace) -> None:
     options = tune.round_options(args.plain_rounds, args.schedule)
     if options and args.methods.strip() == "all":  # IU trains in no rounds; named, it is refused
         methods = [m for m in methods if tune.has_rounds(m)]
-    for method in methods:
-        study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,
-                                 worker=args.worker_index, options=options)
-        best = tune.best_trial(study, args.trials)
-        if best is None:
-            print(f"{tune.study_label(study)}: no trial finished with a finite Avg.Gap")
-            continue
-        print(f"{tune.study_label(study)}: best mean Avg.Gap {best.value:.3f} (trial #{best.number}, the best of "
-              f"the first {args.trials} finished) with {dict(best.params)}")
+    if args.confirm_on:  # no trials: the chosen points of every round option again, on fresh points
+        fresh_seeds = list(range(args.confirm_seed, args.confirm_seed + args.seeds))
+        for method in (m for m in methods if tune.has_rounds(m)):
+            for study in tune.confirm_round_options(storage, method, args.forget, settings, args.confirm_on,
+                                                    fresh_seeds, cancel):
+                print(f"{tune.study_label(study)}: mean Avg.Gap {tune.first_finished(study, 1)[0].value:.3f} on "
+                      f"{args.confirm_on}, seeds {fresh_seeds}")
+    else:
+        for method in methods:
+            study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,
+                                     worker=args.worker_index, options=options)
+            best = tune.best_trial(study, args.trials)
+            if best is None:
+                print(f"{tune.study_label(study)}: no trial finished with a finite Avg.Gap")
+                continue
+            print(f"{tune.study_label(study)}: best mean Avg.Gap {best.value:.3f} (trial #{best.number}, the best of "
+                  f"the first {args.trials} finished) with {dict(best.params)}")
     for helper in helpers:
         helper.wait()
     if args.write_defaults:
@@ -298,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(b)
     b.set_defaults(fn=cmd_bench)
 
-    from .tune import DEFAULT_STORAGE, TUNING_SEED
+    from .tune import CONFIRMATION_SEED, DEFAULT_STORAGE, TUNING_SEED
 
     tu = sub.add_parser("tune", help="tune hyperparameters on Optuna (same budget for every method)",
                         description="Search each method's hyperparameters with Optuna, on validation images and "
@@ -329,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--schedule", choices=get_args(Schedule), default="constant",
                     help="the learning rate over each unlearning phase; other than constant, score in separate "
                          "studies as --plain-rounds does (the two combine)")
+    tu.add_argument("--confirm-on", default=None, metavar="FORGET",
+                    help="instead of trials: where a round-option variant scores lower than the base on the "
+                         "objective (--forget), score each of the method's round options on these fresh forget sets "
+                         "(the same sizes, or other classes), so that --write-defaults judges the margin over both")
+    tu.add_argument("--confirm-seed", type=int, default=CONFIRMATION_SEED,
+                    help="first split seed of the fresh points (--seeds of them)")
     tu.add_argument("--report", default=None, metavar="PATH", help="only write the Markdown report of the store "
                                                                    "(docs/TUNING.md) and exit")
     common(tu)

@@ -40,6 +40,9 @@ BASE_ROUNDS: dict[str, Any] = {f.name: f.default for f in fields(RoundsConfig)}
 # per-point gains (clear_gain): with the objectives' eight points, about a 4 % one-sided chance (Student's t,
 # 7 degrees of freedom) that noise alone clears it.
 MARGIN_STANDARD_ERRORS = 2.0
+# First split seed of the fresh points that confirm a round-option choice (tune --confirm-on): the objective
+# uses 100-101 and an earlier replication of the margin rule's verdicts 102-103.
+CONFIRMATION_SEED = 104
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
 # Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
@@ -436,10 +439,11 @@ def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
     return gain is not None and gain[0] > MARGIN_STANDARD_ERRORS * gain[1]
 
 
-def clearly_beats(trial: Any, other: Any) -> bool:
-    """Whether ``trial`` (a round-option variant's best) scores lower than ``other`` by a clear margin
-    (:func:`clear_gain` over the points both scored)."""
-    return trial.value < other.value and clear_gain(other.user_attrs.get("gaps", {}), trial.user_attrs.get("gaps", {}))
+def clearly_beats(trial: Any, gaps: dict[str, float], other: Any, other_gaps: dict[str, float]) -> bool:
+    """Whether ``trial`` (a round-option variant's best) scores lower than ``other`` on the objective and
+    beats it by a clear margin (:func:`clear_gain`) over the points both were scored on (``gaps``, see
+    :func:`round_option_evidence`)."""
+    return trial.value < other.value and clear_gain(other_gaps, gaps)
 
 
 def round_option_studies(storage: Any, method: str, forget: str,
@@ -464,23 +468,85 @@ def round_option_studies(storage: Any, method: str, forget: str,
     return found
 
 
+def confirmation_name(study_name: str) -> str:
+    """The study that scores ``study_name``'s chosen point on fresh points (:func:`confirm_round_options`)."""
+    return f"{study_name}|confirmation"
+
+
+def round_option_evidence(storage: Any, method: str, forget: str, settings: list[TuneSetting]
+                          ) -> list[tuple[dict[str, Any], Any, Any, dict[str, float]]]:
+    """:func:`round_option_studies`, each with the per-point Avg.Gaps its choice is judged on: the objective's
+    points, pooled with the fresh points of its confirmation study when every candidate of the method has
+    one (paired gains need the same points for all)."""
+    import optuna
+
+    candidates = round_option_studies(storage, method, forget, settings)
+    names = set(optuna.get_all_study_names(storage))
+    fresh = []
+    for _, study, _ in candidates:
+        name = confirmation_name(study.study_name)
+        scored = first_finished(optuna.load_study(study_name=name, storage=storage), 1) if name in names else []
+        fresh.append(scored[0].user_attrs.get("gaps", {}) if scored else None)
+    pooled = all(gaps is not None for gaps in fresh)
+    return [(options, study, best, {**best.user_attrs.get("gaps", {}), **(extra if pooled else {})})
+            for (options, study, best), extra in zip(candidates, fresh)]
+
+
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
     """A method's values for the defaults file and their score: the best of its study within its budget, or of
     a round-option variant (:func:`round_options`) whose study is in the store and finished. A variant scores
     the chosen point again with other round options, one extra trial that every method with rounds gets
-    alike. It is chosen only if it beats, by a clear margin (:func:`clear_gain`), the base and every variant
-    whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to the
-    other): the lowest variant that does, else the base. None if no study has a finite best."""
-    candidates = round_option_studies(storage, method, forget, settings)
+    alike. It is chosen only if it scores lower on the objective than, and beats by a clear margin
+    (:func:`clear_gain`, over the objective's points and any confirmation's fresh points), the base and every
+    variant whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to
+    the other): the lowest variant that does, else the base. None if no study has a finite best."""
+    candidates = round_option_evidence(storage, method, forget, settings)
     if not candidates:
         return None
 
-    def beats_its_parts(options: dict[str, Any], best: Any) -> bool:
-        return all(clearly_beats(best, part) for theirs, _, part in candidates
+    def beats_its_parts(options: dict[str, Any], best: Any, gaps: dict[str, float]) -> bool:
+        return all(clearly_beats(best, gaps, part, theirs_gaps) for theirs, _, part, theirs_gaps in candidates
                    if part is not best and theirs.items() <= options.items())
 
-    options, study, best = min((c for c in candidates if beats_its_parts(c[0], c[2])), key=lambda c: c[2].value)
+    options, study, best, _ = min((c for c in candidates if beats_its_parts(c[0], c[2], c[3])), key=lambda c: c[2].value)
     return study_values(study, best), best.value
+
+
+def confirm_round_options(storage: Any, method: str, forget: str, settings: list[TuneSetting], fresh: str,
+                          seeds: list[int], cancel: CancelFlag | None = None) -> list[Any]:
+    """Score the chosen point of each of the method's round-option studies on fresh points (forget sets
+    ``fresh``, split seeds ``seeds``, validation images), one study each (:func:`confirmation_name`;
+    resumable), so that :func:`chosen_values` judges the variants over more points than the objective's
+    eight. Only where a variant scores lower than the base on the objective: elsewhere none can be chosen.
+    Returns the confirmation studies."""
+    import optuna
+
+    if seeds[0] < TUNING_SEED or (set(forget_sets(fresh)) & set(forget_sets(forget)) and seeds[0] < CONFIRMATION_SEED):
+        raise WssclError(f"Confirmation points must be fresh: split seeds from {CONFIRMATION_SEED} (from "
+                         f"{TUNING_SEED} on other classes than the objective's), never a reported seed.")
+    if scenario_of(fresh) != scenario_of(forget):
+        raise WssclError(f"Confirm {forget} on forget sets of the same scenario, got {fresh!r}.")
+    candidates = round_option_studies(storage, method, forget, settings)
+    base = next((best for options, _, best in candidates if not options), None)
+    if base is None or not any(best.value < base.value for options, _, best in candidates if options):
+        return []
+    confirmations = []
+    for options, study, best in candidates:
+        confirmation = optuna.create_study(study_name=confirmation_name(study.study_name), storage=storage,
+                                           load_if_exists=True, direction="minimize")
+        for key, value in {"method": method, "forget": fresh, "settings": [s.name for s in settings],
+                           "seeds": seeds, "confirms": study.study_name, "round_options": options}.items():
+            confirmation.set_user_attr(key, value)
+        if "original_gaps" not in confirmation.user_attrs:
+            untouched = original_gaps(storage, settings, fresh, seeds, cancel)
+            confirmation.set_user_attr("original_gaps", untouched)
+            confirmation.set_user_attr("original_gap", sum(untouched.values()) / len(untouched))
+        if not first_finished(confirmation, 1):
+            confirmation.enqueue_trial(best.params)
+            confirmation.optimize(objective_for(method, fresh, settings, seeds, storage, cancel, options), n_trials=1)
+            check_cancel(cancel)
+        confirmations.append(confirmation)
+    return confirmations
 
 
 def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path = DEFAULTS_FILE) -> None:
@@ -516,7 +582,9 @@ def tuning_report(storage: Any, budget: int) -> str:
              "`tune --schedule cosine --trials 1`, or both), one extra trial every method with rounds gets alike.",
              "The defaults file keeps a variant only if it beats the base, and each variant whose options are part of",
              f"its own, by more than {MARGIN_STANDARD_ERRORS:g} standard errors of its gains over the objective's points (paired",
-             "by split), and among those the lowest: a smaller gain is inside the objective's noise.",
+             "by split), and among those the lowest: a smaller gain is inside the objective's noise. Where a variant",
+             "scores lower than the base, `tune --confirm-on` scores every round option of the method on fresh points",
+             f"(split seeds from {CONFIRMATION_SEED}, other classes), and the margin is then judged over both sets of points.",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
@@ -527,9 +595,11 @@ def tuning_report(storage: Any, budget: int) -> str:
     untuned = [get_method(m).label for m in tunable_methods("all") if m not in studied]
     if untuned:
         lines += [f"No study yet (their config's defaults stand): {', '.join(untuned)}.", ""]
-    studies = [optuna.load_study(study_name=s.study_name, storage=storage) for s in summaries]
+    loaded = [optuna.load_study(study_name=s.study_name, storage=storage) for s in summaries]
+    studies = [s for s in loaded if "confirms" not in s.user_attrs]
     current = [s for s in studies if not _superseded(s)]
     lines += _ranking(current, budget)
+    lines += _confirmations([s for s in loaded if "confirms" in s.user_attrs])
     for study in current + [s for s in studies if _superseded(s)]:
         attrs = study.user_attrs
         method = attrs.get("method", study.study_name)
@@ -571,33 +641,52 @@ def tuning_report(storage: Any, budget: int) -> str:
                          else "") + "). "
                       f"Defaults file now: {in_file or 'dataclass defaults'} ({source})."]
             lines += _per_point(best, attrs.get("original_gaps", {}))
-            lines += _gains_over_parts(study, best, current, budget)
+            lines += _gains_over_parts(storage, study)
         lines.append("")
     return "\n".join(lines)
 
 
-def _gains_over_parts(study: Any, trial: Any, studies: list[Any], budget: int) -> list[str]:
+def _gains_over_parts(storage: Any, study: Any) -> list[str]:
     """For a round-option variant: its paired gain over the base study and over each variant whose options are
-    part of its own, with the verdict of the margin rule (:func:`chosen_values`)."""
+    part of its own, on the points the margin rule judges them on, with its verdict (:func:`chosen_values`)."""
     options = study.user_attrs.get("round_options")
     if not options:
         return []
     attrs = study.user_attrs
+    settings = [TuneSetting(name, None) for name in attrs.get("settings", [])]
+    candidates = round_option_evidence(storage, attrs.get("method"), attrs.get("forget"), settings)
+    own = next((c for c in candidates if c[1].study_name == study.study_name), None)
+    if own is None:
+        return []
     verdicts = []
-    for part in studies:
-        theirs = part.user_attrs.get("round_options", {})
-        if (part is study or not theirs.items() <= options.items() or part.user_attrs.get("method") != attrs.get("method")
-                or part.user_attrs.get("forget") != attrs.get("forget")
-                or part.user_attrs.get("settings") != attrs.get("settings")):
-            continue
-        best = best_trial(part, study_budget(part, budget))
-        gain = paired_gain(best.user_attrs.get("gaps", {}), trial.user_attrs.get("gaps", {})) if best else None
-        if gain is None:
+    for theirs, part, best, gaps in candidates:
+        gain = paired_gain(gaps, own[3])
+        if part is own[1] or not theirs.items() <= options.items() or gain is None:
             continue
         verdicts.append(f"over {rounds_label(theirs) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} "
-                        f"({'a clear gain' if clearly_beats(trial, best) else 'no clear gain'})")
-    return ["", f"Paired gain per point (mean ± standard error; clear above {MARGIN_STANDARD_ERRORS:g} standard errors): "
-            + "; ".join(verdicts) + "."] if verdicts else []
+                        f"({'a clear gain' if clearly_beats(own[2], own[3], best, gaps) else 'no clear gain'})")
+    points = len(own[3])
+    fresh = points > len(own[2].user_attrs.get("gaps", {}))
+    return ["", f"Paired gain per point (mean ± standard error over {points} points"
+            + (", the objective's and its confirmation's" if fresh else "")
+            + f"; clear above {MARGIN_STANDARD_ERRORS:g} standard errors): " + "; ".join(verdicts) + "."] if verdicts else []
+
+
+def _confirmations(studies: list[Any]) -> list[str]:
+    """One table of the fresh points each round-option choice was confirmed on (:func:`confirm_round_options`)."""
+    if not studies:
+        return []
+    lines = ["## Round options confirmed on fresh points", "",
+             "Each study's chosen point scored once more on points neither the objective nor a reported table uses; "
+             "the margin rule pools these with the objective's points.", "",
+             "| study | fresh points | mean Avg.Gap | untouched original |", "|---|---|---|---|"]
+    for study in sorted(studies, key=lambda s: s.study_name):
+        scored = first_finished(study, 1)
+        attrs = study.user_attrs
+        lines.append(f"| {study_label(study)} — forget {attrs['confirms'].split('|')[1]} | forget {attrs.get('forget')}, "
+                     f"seeds {attrs.get('seeds')} | {f'{scored[0].value:.3f}' if scored else 'not scored yet'} | "
+                     f"{_fmt(attrs.get('original_gap'))} |")
+    return lines + [""]
 
 
 def _per_point(trial: Any, untouched: dict[str, float]) -> list[str]:
