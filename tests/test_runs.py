@@ -433,6 +433,14 @@ def test_round_option_variants_score_the_chosen_point_again(digits_trained, tmp_
     for suffix, label in (("|plain rounds", "plain rounds"), ("|cosine schedule", "cosine schedule")):
         assert f"## FT ({label}) — forget random:0.1" in text
         assert f"| FT ({label}) | {studies[suffix].best_trial.value:.3f} |" in text
+    # --confirm-on scores every round option on fresh split seeds where a variant scored lower than the base
+    capsys.readouterr()
+    assert main([*argv, "--confirm-on", "random:0.1", "--workers", "2"]) == 2
+    assert main([*argv, "--confirm-on", "random:0.1"]) == 0
+    out = capsys.readouterr().out
+    lower = any(studies[suffix].best_trial.value < base.best_trial.value for suffix in ("|plain rounds", "|cosine schedule"))
+    assert ("FT (plain rounds): mean Avg.Gap" in out and "seeds [104]" in out) == lower
+    assert ("FT: no round option scores lower than the base; nothing to confirm" in out) != lower
     assert main([*argv, "--trials", "1", "--plain-rounds", "--methods", "iu"]) == 2  # IU trains in no rounds
     assert "no plain rounds variant" in capsys.readouterr().err
 

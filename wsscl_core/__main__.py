@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from .bench import (BenchResult, check_benchmark, label_of, per_class_markdown, resolve_methods, run_benchmark,
                     table_markdown, write_outputs)
@@ -204,11 +204,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
         methods = [m for m in methods if tune.has_rounds(m)]
     if args.confirm_on:  # no trials: the chosen points of every round option again, on fresh points
         fresh_seeds = list(range(args.confirm_seed, args.confirm_seed + args.seeds))
+
+        def scored(study: Any) -> None:
+            print(f"{tune.study_label(study)}: mean Avg.Gap {tune.first_finished(study, 1)[0].value:.3f} on "
+                  f"{args.confirm_on}, seeds {fresh_seeds}", flush=True)
+
         for method in (m for m in methods if tune.has_rounds(m)):
-            for study in tune.confirm_round_options(storage, method, args.forget, settings, args.confirm_on,
-                                                    fresh_seeds, cancel):
-                print(f"{tune.study_label(study)}: mean Avg.Gap {tune.first_finished(study, 1)[0].value:.3f} on "
-                      f"{args.confirm_on}, seeds {fresh_seeds}")
+            if not tune.confirm_round_options(storage, method, args.forget, settings, args.confirm_on, fresh_seeds,
+                                              cancel, scored):
+                print(f"{get_method(method).label}: no round option scores lower than the base; nothing to confirm")
     else:
         for method in methods:
             study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,

@@ -513,13 +513,16 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
 
 
 def confirm_round_options(storage: Any, method: str, forget: str, settings: list[TuneSetting], fresh: str,
-                          seeds: list[int], cancel: CancelFlag | None = None) -> list[Any]:
+                          seeds: list[int], cancel: CancelFlag | None = None,
+                          on_scored: Callable[[Any], None] | None = None) -> list[Any]:
     """Score the chosen point of each of the method's round-option studies on fresh points (forget sets
     ``fresh``, split seeds ``seeds``, validation images), one study each (:func:`confirmation_name`;
     resumable), so that :func:`chosen_values` judges the variants over more points than the objective's
     eight. Only where a variant scores lower than the base on the objective: elsewhere none can be chosen.
-    Returns the confirmation studies."""
+    ``on_scored`` gets each confirmation study once it holds its score. Returns the confirmation studies."""
     import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     if seeds[0] < TUNING_SEED or (set(forget_sets(fresh)) & set(forget_sets(forget)) and seeds[0] < CONFIRMATION_SEED):
         raise WssclError(f"Confirmation points must be fresh: split seeds from {CONFIRMATION_SEED} (from "
@@ -545,6 +548,8 @@ def confirm_round_options(storage: Any, method: str, forget: str, settings: list
             confirmation.enqueue_trial(best.params)
             confirmation.optimize(objective_for(method, fresh, settings, seeds, storage, cancel, options), n_trials=1)
             check_cancel(cancel)
+        if on_scored is not None:
+            on_scored(confirmation)
         confirmations.append(confirmation)
     return confirmations
 
