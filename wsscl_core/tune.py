@@ -534,6 +534,7 @@ def confirm_round_options(storage: Any, method: str, forget: str, settings: list
     if base is None or not any(best.value < base.value for options, _, best in candidates if options):
         return []
     confirmations = []
+    untouched: dict[str, float] = {}
     for options, study, best in candidates:
         confirmation = optuna.create_study(study_name=confirmation_name(study.study_name), storage=storage,
                                            load_if_exists=True, direction="minimize")
@@ -541,7 +542,7 @@ def confirm_round_options(storage: Any, method: str, forget: str, settings: list
                            "seeds": seeds, "confirms": study.study_name, "round_options": options}.items():
             confirmation.set_user_attr(key, value)
         if "original_gaps" not in confirmation.user_attrs:
-            untouched = original_gaps(storage, settings, fresh, seeds, cancel)
+            untouched = untouched or original_gaps(storage, settings, fresh, seeds, cancel)
             confirmation.set_user_attr("original_gaps", untouched)
             confirmation.set_user_attr("original_gap", sum(untouched.values()) / len(untouched))
         if not first_finished(confirmation, 1):
@@ -605,6 +606,7 @@ def tuning_report(storage: Any, budget: int) -> str:
     current = [s for s in studies if not _superseded(s)]
     lines += _ranking(current, budget)
     lines += _confirmations([s for s in loaded if "confirms" in s.user_attrs])
+    evidence: dict[tuple, list] = {}  # round_option_evidence per method and objective, loaded once
     for study in current + [s for s in studies if _superseded(s)]:
         attrs = study.user_attrs
         method = attrs.get("method", study.study_name)
@@ -646,20 +648,21 @@ def tuning_report(storage: Any, budget: int) -> str:
                          else "") + "). "
                       f"Defaults file now: {in_file or 'dataclass defaults'} ({source})."]
             lines += _per_point(best, attrs.get("original_gaps", {}))
-            lines += _gains_over_parts(storage, study)
+            if attrs.get("round_options"):
+                group = (method, attrs.get("forget"), tuple(attrs.get("settings", [])))
+                if group not in evidence:
+                    evidence[group] = round_option_evidence(storage, method, group[1],
+                                                            [TuneSetting(name, None) for name in group[2]])
+                lines += _gains_over_parts(study, evidence[group])
         lines.append("")
     return "\n".join(lines)
 
 
-def _gains_over_parts(storage: Any, study: Any) -> list[str]:
+def _gains_over_parts(study: Any, candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]]) -> list[str]:
     """For a round-option variant: its paired gain over the base study and over each variant whose options are
-    part of its own, on the points the margin rule judges them on, with its verdict (:func:`chosen_values`)."""
-    options = study.user_attrs.get("round_options")
-    if not options:
-        return []
-    attrs = study.user_attrs
-    settings = [TuneSetting(name, None) for name in attrs.get("settings", [])]
-    candidates = round_option_evidence(storage, attrs.get("method"), attrs.get("forget"), settings)
+    part of its own, on the points the margin rule judges them on (``candidates``, its method's
+    :func:`round_option_evidence`), with its verdict (:func:`chosen_values`)."""
+    options = study.user_attrs["round_options"]
     own = next((c for c in candidates if c[1].study_name == study.study_name), None)
     if own is None:
         return []
