@@ -1,7 +1,6 @@
 """Shared fixtures: scikit-learn's real 8x8 digits and a small model trained on them (CPU, seconds)."""
 
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.data import Dataset, load_dataset
 from wsscl_core.engine import TrainRecipe
+from wsscl_core.tune import transfer_workspace
 from wsscl_core.workspace import Workspace, open_workspace, train_original
 
 torch.set_num_threads(1)  # small models, shared CPUs: one thread avoids oversubscription stalls
@@ -30,9 +30,10 @@ def digits_trained(digits):
 @pytest.fixture(scope="session")
 def memorising_digits_checkpoint(digits) -> bytes:
     """A digits original trained without augmentation, as the default ``memorise`` recipe trains: the regime
-    the class defaults were tuned in (train accuracy 100 %)."""
-    recipe = dataclasses.replace(DIGITS_RECIPE, augment=False)
-    return checkpoint_bytes(*train_original(digits, "compact", recipe, seed=0, device="cpu"))
+    the class defaults were tuned in (train accuracy 100 %). The one ``tune --write-defaults`` checks class
+    round options on (trained once per session)."""
+    ws = transfer_workspace()
+    return checkpoint_bytes(ws.original, ws.metadata)
 
 
 @pytest.fixture(scope="session")

@@ -445,20 +445,21 @@ def test_round_option_variants_score_the_chosen_point_again(digits_trained, tmp_
     assert "no plain rounds variant" in capsys.readouterr().err
 
 
-def _scored_study(storage, name, gaps, options=None, confirms=None):
-    """A finished one-trial study of FT whose trial scored ``gaps`` (per objective point); with ``confirms``, the
-    confirmation of that study on fresh points."""
+def _scored_study(storage, name, gaps, options=None, confirms=None, method="ft", forget="random:0.1", params=None):
+    """A finished one-trial study of ``method`` (FT at lr 0.01 unless ``params``) whose trial scored ``gaps``
+    (per objective point); with ``confirms``, the confirmation of that study on fresh points."""
     import optuna
 
     study = optuna.create_study(study_name=name, storage=storage)
-    for key, value in {"method": "ft", "forget": "random:0.1", "settings": ["digits"], "confirms": confirms}.items():
+    for key, value in {"method": method, "forget": forget, "settings": ["digits"], "confirms": confirms}.items():
         if value is not None:
             study.set_user_attr(key, value)
     if options:
         study.set_user_attr("round_options", options)
     study.set_user_attr("budget", 1)
+    params = params or {"lr": 0.01}
     study.add_trial(optuna.trial.create_trial(
-        params={"lr": 0.01}, distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True)},
+        params=params, distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()},
         value=float(np.mean(list(gaps.values()))), user_attrs={"gaps": gaps}))
 
 
@@ -511,6 +512,33 @@ def test_two_round_options_are_kept_together_only_if_each_clearly_adds_to_the_ot
                   dict(zip(points, [0.8, 0.9, 0.7, 0.8])), {"augment_rounds": False, "schedule": "cosine"})
     chosen, value = tune.chosen_values(storage, "ft", "random:0.1", settings)
     assert chosen == {"lr": 0.01, "augment_rounds": False, "schedule": "cosine"} and value == pytest.approx(0.8)
+
+
+def test_a_class_round_option_is_kept_only_where_it_still_forgets_classes_on_another_original():
+    """On class forgetting a variant that clearly wins the objective must also forget held-out classes (3 and 0)
+    on an original trained apart (digits, its own memorising recipe). RL with plain rounds leaves part of
+    class 3 recognised there, so its base rounds stay and the refusal is told; BE with plain rounds forgets
+    both classes, so it is kept (its augmented base would not pass, and is not held to it)."""
+    import optuna
+
+    from wsscl_core import tune
+    from wsscl_core.methods import tuned_defaults
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", None)]
+    points = [f"digits:{seed}" for seed in (100, 101, 102, 103)]
+    refused = []
+    for method in ("rl", "be"):
+        values = {k: v for k, v in tuned_defaults(method, "class").items() if k != "augment_rounds"}
+        name = f"{method}|class:5+class:2|digits"
+        _scored_study(storage, name, dict(zip(points, [2.0, 2.1, 1.9, 2.0])),
+                      method=method, forget="class:5+class:2", params=values)
+        _scored_study(storage, name + "|plain rounds", dict(zip(points, [1.0, 1.1, 0.9, 1.0])),
+                      {"augment_rounds": False}, method=method, forget="class:5+class:2", params=values)
+        chosen, value = tune.chosen_values(storage, method, "class:5+class:2", settings, on_refused=refused.append)
+        assert (chosen, value) == ((values, 2.0) if method == "rl" else ({**values, "augment_rounds": False}, 1.0))
+    assert len(refused) == 1 and refused[0].startswith("RL (plain rounds): not kept") and "class:3 UA" in refused[0]
+    assert tune.transfer_failures("be", tuned_defaults("be", "class") | {"augment_rounds": True})  # the base fails
 
 
 def test_confirmation_points_pool_with_the_objective_only_when_every_round_option_has_them():

@@ -228,7 +228,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.write_defaults:
         chosen = {}
         for method in methods:
-            choice = tune.chosen_values(storage, method, args.forget, settings)
+            choice = tune.chosen_values(storage, method, args.forget, settings,
+                                        on_refused=lambda text: print(text, file=sys.stderr))
             if choice is not None:
                 chosen[method] = choice[0]
                 print(f"{get_method(method).label}: the defaults file gets {choice[0]} ({choice[1]:.3f})",

@@ -11,6 +11,7 @@ Retrain runs once per setting and split, and its scores are kept in the store fo
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, get_args
 
 from .data import ForgetSpec, load_dataset
-from .engine import CancelFlag, Schedule, check_cancel
+from .engine import CancelFlag, Schedule, TrainRecipe, check_cancel
 from .errors import RunCancelled, WssclError
 from .fileio import atomic_write_text
 from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, RoundsConfig, SearchRange, get_method,
@@ -43,6 +44,13 @@ MARGIN_STANDARD_ERRORS = 2.0
 # First split seed of the fresh points that confirm a round-option choice (tune --confirm-on): the objective
 # uses 100-101 and an earlier replication of the margin rule's verdicts 102-103.
 CONFIRMATION_SEED = 104
+# A class default must forget classes it was not tuned on, on an original trained apart from the tuning
+# settings (digits, its own memorising recipe): a round-option variant is kept only where it still does
+# (transfer_failures). The base rounds are the fallback and are not held to it.
+TRANSFER_RECIPE = TrainRecipe(epochs=12, lr=0.05, batch_size=64, augment=False)
+TRANSFER_FORGET = ("class:3", "class:0")
+TRANSFER_MIN_UA = 95.0  # % of the forget class no longer recognised (Retrain: 100)
+TRANSFER_MIN_RA = 95.0  # % of the retained images still right (the original: 100)
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
 # Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
@@ -492,14 +500,17 @@ def round_option_evidence(storage: Any, method: str, forget: str, settings: list
             for (options, study, best), extra in zip(candidates, fresh)]
 
 
-def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> tuple[dict[str, Any], float] | None:
+def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting],
+                  on_refused: Callable[[str], None] | None = None) -> tuple[dict[str, Any], float] | None:
     """A method's values for the defaults file and their score: the best of its study within its budget, or of
     a round-option variant (:func:`round_options`) whose study is in the store and finished. A variant scores
     the chosen point again with other round options, one extra trial that every method with rounds gets
     alike. It is chosen only if it scores lower on the objective than, and beats by a clear margin
     (:func:`clear_gain`, over the objective's points and any confirmation's fresh points), the base and every
     variant whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to
-    the other): the lowest variant that does, else the base. None if no study has a finite best."""
+    the other): the lowest variant that does and, on class forgetting, still forgets the classes of
+    :func:`transfer_failures` (``on_refused`` hears of each that does not), else the base. None if no study
+    has a finite best."""
     candidates = round_option_evidence(storage, method, forget, settings)
     if not candidates:
         return None
@@ -508,8 +519,41 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
         return all(clearly_beats(best, gaps, part, theirs_gaps) for theirs, _, part, theirs_gaps in candidates
                    if part is not best and theirs.items() <= options.items())
 
-    options, study, best, _ = min((c for c in candidates if beats_its_parts(c[0], c[2], c[3])), key=lambda c: c[2].value)
-    return study_values(study, best), best.value
+    eligible = sorted((c for c in candidates if beats_its_parts(c[0], c[2], c[3])), key=lambda c: c[2].value)
+    for options, study, best, _ in eligible:
+        values = study_values(study, best)
+        failures = transfer_failures(method, values) if options and scenario_of(forget) == "class" else []
+        if not failures:
+            return values, best.value
+        if on_refused is not None:
+            on_refused(f"{study_label(study)}: not kept, on the transfer original it leaves {'; '.join(failures)} "
+                       f"(needs UA > {TRANSFER_MIN_UA:g} and RA > {TRANSFER_MIN_RA:g})")
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def transfer_workspace() -> Workspace:
+    """The original class defaults are checked on: digits trained with :data:`TRANSFER_RECIPE` (no
+    augmentation, so it memorises as the tuning originals do, but with other epochs and batches), on the CPU."""
+    data = load_dataset("digits")
+    model, meta = train_original(data, "compact", TRANSFER_RECIPE, seed=0, device="cpu")
+    import torch
+
+    return Workspace(data, model, meta, "compact", TRANSFER_RECIPE, torch.device("cpu"))
+
+
+def transfer_failures(method: str, values: dict[str, Any]) -> list[str]:
+    """Where ``method`` with class-forgetting ``values`` does not transfer: each of :data:`TRANSFER_FORGET`
+    (split seed 0, validation images) on the :func:`transfer_workspace` original where its UA or RA is not
+    above the bound, as text ("class:3 UA 82.7, RA 99.4"). Empty when it forgets every one and keeps D_r."""
+    ws = transfer_workspace()
+    failures = []
+    for forget in TRANSFER_FORGET:
+        request = RunRequest.parse(method, forget, scale_learning_rates(values, ws.recipe.lr), 0, "val")
+        scores = run(ws, request).scores()
+        if scores["UA"] <= TRANSFER_MIN_UA or scores["RA"] <= TRANSFER_MIN_RA:
+            failures.append(f"{forget} UA {scores['UA']:.1f}, RA {scores['RA']:.1f}")
+    return failures
 
 
 def confirm_round_options(storage: Any, method: str, forget: str, settings: list[TuneSetting], fresh: str,
@@ -591,6 +635,9 @@ def tuning_report(storage: Any, budget: int) -> str:
              "by split), and among those the lowest: a smaller gain is inside the objective's noise. Where a variant",
              "scores lower than the base, `tune --confirm-on` scores every round option of the method on fresh points",
              f"(split seeds from {CONFIRMATION_SEED}, other classes), and the margin is then judged over both sets of points.",
+             "On class forgetting a variant must also forget classes it was not tuned on, on an original trained apart",
+             f"(digits, its own memorising recipe; {' and '.join(TRANSFER_FORGET)}, UA and RA above {TRANSFER_MIN_UA:g} %); "
+             "where it does not, the next eligible choice is taken.",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
