@@ -28,7 +28,7 @@ def digits_trained(digits):
 
 
 @pytest.fixture(scope="session")
-def memorising_digits_checkpoint(digits) -> bytes:
+def memorising_digits_checkpoint() -> bytes:
     """A digits original trained without augmentation, as the default ``memorise`` recipe trains: the regime
     the class defaults were tuned in (train accuracy 100 %). The one ``tune --write-defaults`` checks class
     round options on (trained once per session)."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, get_args
 
+import torch
+
 from .data import ForgetSpec, load_dataset
 from .engine import CancelFlag, Schedule, TrainRecipe, check_cancel
 from .errors import RunCancelled, WssclError
@@ -47,7 +49,7 @@ CONFIRMATION_SEED = 104
 # A class default must forget classes it was not tuned on, on an original trained apart from the tuning
 # settings (digits, its own memorising recipe): a round-option variant is kept only where it still does
 # (transfer_failures). The base rounds are the fallback and are not held to it.
-TRANSFER_RECIPE = TrainRecipe(epochs=12, lr=0.05, batch_size=64, augment=False)
+TRANSFER_RECIPE = TrainRecipe(epochs=12, lr=TUNED_RECIPE_LR, batch_size=64, augment=False)
 TRANSFER_FORGET = ("class:3", "class:0")
 TRANSFER_MIN_UA = 95.0  # % of the forget class no longer recognised (Retrain: 100)
 TRANSFER_MIN_RA = 95.0  # % of the retained images still right (the original: 100)
@@ -537,8 +539,6 @@ def transfer_workspace() -> Workspace:
     augmentation, so it memorises as the tuning originals do, but with other epochs and batches), on the CPU."""
     data = load_dataset("digits")
     model, meta = train_original(data, "compact", TRANSFER_RECIPE, seed=0, device="cpu")
-    import torch
-
     return Workspace(data, model, meta, "compact", TRANSFER_RECIPE, torch.device("cpu"))
 
 
