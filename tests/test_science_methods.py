@@ -356,7 +356,8 @@ def test_random_labels_come_from_the_run_s_generator():
 
 BASE = {  # short schedules on digits
     "ft": {"epochs": 1}, "rl": {"epochs": 1}, "ga": {"epochs": 1}, "l1_sparse": {"epochs": 1}, "bs": {"epochs": 1},
-    "be": {"epochs": 1}, "salun": {"epochs": 1}, "iu": {"fisher_samples": 32}, "cl": {}, "wscl": {}, "wsscl": {},
+    "be": {"epochs": 1}, "salun": {"epochs": 1}, "iu": {"fisher_samples": 32},
+    **{m: {"stage1_epochs": 1, "stage2_epochs": 1} for m in ("cl", "wscl", "wsscl")},
 }
 # (method, hyperparameter, two values, forget set): the two values must give different models.
 # target_classes only matters when D_f takes a whole class; IU's batch_size does not matter (an exact sum).

@@ -20,11 +20,12 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-RUN_LIMIT_MS = 150_000
+RUN_LIMIT_MS = 240_000  # a hang, not a timing: the suite runs one test process per core beside this one
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.xdist_group("browser")  # one server and one Chromium for the module, in test order
 
 
 def free_port() -> int:
@@ -189,13 +190,13 @@ def test_default_demo_end_to_end(studio_url, browser):
 def test_a_shared_link_restores_the_choices_and_the_methods_view_compares_runs(studio_url, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme="light")
     page = context.new_page()
-    page.goto(f"{studio_url}/unlearn?forget=class:1&seed=0&method=ft&set=epochs=1&set=lr=0.02")
+    page.goto(f"{studio_url}/unlearn?forget=class:1&seed=0&method=ga&set=epochs=1&set=lr=0.02")
     wait_idle(page)
     page.get_by_text("Class to forget").wait_for()
     assert page.get_by_test_id("stRadio").filter(has_text="Class to forget").locator("input:checked").evaluate(
         "e => e.closest('label').innerText").strip() == "Trouser"
     method = page.get_by_test_id("stSelectbox").filter(has_text="Method")
-    assert "FT — " in (method.text_content() + " ".join(method.locator("input").evaluate_all("es => es.map(e => e.value)")))
+    assert "GA — " in (method.text_content() + " ".join(method.locator("input").evaluate_all("es => es.map(e => e.value)")))
     page.get_by_text("Hyperparameters").click()
     assert page.get_by_label("epochs", exact=True).input_value() == "1"
     assert page.get_by_label("lr", exact=True).input_value() == "0.02"
@@ -203,7 +204,7 @@ def test_a_shared_link_restores_the_choices_and_the_methods_view_compares_runs(s
     shot(page, "08_shared_link_light", height=1800)
 
     page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_text("FT on class:1 finished in").wait_for(timeout=RUN_LIMIT_MS)
+    page.get_by_text("GA on class:1 finished in").wait_for(timeout=RUN_LIMIT_MS)
     wait_idle(page)
     # a second method on the same forget set; the box is scrolled to first, since a list opened while the page
     # still scrolls closes again
@@ -211,8 +212,8 @@ def test_a_shared_link_restores_the_choices_and_the_methods_view_compares_runs(s
     method.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     method.click()
-    page.get_by_role("option", name="GA", exact=False).first.click()
-    page.wait_for_function("location.search.includes('method=ga')", timeout=15_000)
+    page.get_by_role("option", name="BS — ").first.click()
+    page.wait_for_function("location.search.includes('method=bs')", timeout=15_000)
     wait_idle(page)
     epochs = page.get_by_label("epochs", exact=True)
     if not epochs.is_visible():
@@ -223,7 +224,7 @@ def test_a_shared_link_restores_the_choices_and_the_methods_view_compares_runs(s
                            timeout=15_000)  # the address bar follows the choices: it is the link to them
     wait_idle(page)
     page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_text("GA on class:1 finished in").wait_for(timeout=RUN_LIMIT_MS)
+    page.get_by_text("BS on class:1 finished in").wait_for(timeout=RUN_LIMIT_MS)
     wait_idle(page)
 
     page.get_by_role("link", name="Methods").click()
