@@ -136,7 +136,7 @@ def prepare(scopes: list[str]) -> None:
         "source_paths = wsscl_core\n"
         "only_mutate =\n" + "".join(f"    {p}\n" for p in only) +
         "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in TESTS) +
-        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -W\n    ignore::UserWarning\n"
+        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -W\n    ignore::UserWarning\n    -n\n    0\n"  # in-process: mutmut tracks the tests
         "also_copy =\n    pytest.ini\n"
         f"do_not_mutate_patterns =\n    {re.escape(SKIP_MARK)}\n"
     )

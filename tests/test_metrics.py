@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from wsscl_core.data import ForgetSpec, make_forget_split
-from wsscl_core.metrics import (accuracy, avg_gap, confusion_matrix, evaluate, mia_efficacy, per_class_accuracy,
-                                true_label_confidence)
+from wsscl_core.metrics import (accuracy, avg_gap, confusion_matrix, evaluate, loss_threshold_auc, mia_efficacy,
+                                per_class_accuracy, per_sample_loss, true_label_confidence)
 
 
 def test_accuracy_and_confidence_by_hand():
@@ -43,6 +43,16 @@ def test_avg_gap_is_mean_absolute_difference():
     assert avg_gap(a, a) == 0
 
 
+def test_avg_gap_takes_the_kept_classes_ta_when_both_sides_have_it():
+    """Class forgetting: TA on the kept classes replaces TA, and only when both runs carry it."""
+    a = {"UA": 100.0, "RA": 99.0, "TA": 80.0, "MIA": 100.0, "TA_remaining": 89.0}
+    b = {"UA": 100.0, "RA": 100.0, "TA": 90.0, "MIA": 100.0, "TA_remaining": 92.0}
+    assert avg_gap(a, b) == pytest.approx((0 + 1 + 3 + 0) / 4)
+    without = {k: v for k, v in b.items() if k != "TA_remaining"}
+    assert avg_gap(a, without) == pytest.approx((0 + 1 + 10 + 0) / 4)
+    assert avg_gap(without, a) == pytest.approx((0 + 1 + 10 + 0) / 4)
+
+
 def test_evaluate_on_trained_model(digits, digits_trained):
     """Every number recomputed from the model's own logits; the MIA's members are the retain samples."""
     model, _ = digits_trained
@@ -72,3 +82,13 @@ def test_evaluate_leaves_training_mode_alone(digits, trained_copy):
     trained_copy.train()
     evaluate(trained_copy, digits, split)
     assert trained_copy.training
+
+
+def test_a_zero_confidence_gives_a_finite_loss_the_attack_can_rank():
+    """float32 softmax underflows to 0 on a confidently wrong sample: the loss is clipped, not infinite,
+    so the loss-threshold AUC still ranks it (as the most non-member-like sample)."""
+    losses = per_sample_loss(np.array([0.0, 0.5, 1.0], dtype=np.float32))
+    assert np.isfinite(losses).all() and losses[0] == pytest.approx(-np.log(1e-12))
+    assert losses[2] == 0.0
+    assert loss_threshold_auc(per_sample_loss(np.array([0.0, 0.9])), per_sample_loss(np.array([0.5]))) == 0.5
+
