@@ -4,7 +4,8 @@
 
 A probe, not an option: the defaults were tuned with the forget round first, so this only asks whether ending
 each stage-2 epoch on the contrastive forget round keeps the last forget images forgotten, and at what cost.
-Scores each class (seed 0) against the shipped Retrain reference of that split.
+Scores each class (seed 0) against the shipped Retrain reference of that split, with the untouched original's
+gap beside it (the row every method must beat).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 
 from wsscl_core.methods import contrastive
 from wsscl_core.metrics import avg_gap
-from wsscl_core.runs import RunRequest, run
+from wsscl_core.runs import RunRequest, original_result, run
 from wsscl_core.studio.references import load_references
 from wsscl_core.workspace import open_workspace
 
@@ -46,7 +47,9 @@ def main() -> None:
         result = run(ws, RunRequest.parse(args.method, f"class:{label}", {}, 0))
         reference = references.get(ws, result.split, 0)
         scores, target = result.scores(), reference.scores()
-        print(f"{args.order} class {label}: Avg.Gap {avg_gap(scores, target):.3f}, UA {scores['UA']:.2f}, "
+        untouched = original_result(ws, result.split, result.request).scores()
+        print(f"{args.order} class {label}: Avg.Gap {avg_gap(scores, target):.3f} (original "
+              f"{avg_gap(untouched, target):.3f}), UA {scores['UA']:.2f}, "
               f"RA {scores['RA']:.2f}, kept-class TA {scores['TA_remaining']:.2f} "
               f"(Retrain UA {target['UA']:.2f}, RA {target['RA']:.2f}, kept-class TA {target['TA_remaining']:.2f})",
               flush=True)
