@@ -231,6 +231,10 @@ def test_tune_writes_and_resumes_its_sqlite_study(digits_trained, tmp_path, caps
     assert all(t.value >= 0 and t.user_attrs["gaps"] for t in done)
     references = optuna.load_study(study_name="retrain-references", storage=storage).user_attrs
     assert len(references) == 1 and next(iter(references)).endswith(":random:0.1:100:val")
+    reference = references[next(iter(references))]
+    for t in done:  # each point's scores are kept with its gap, and give that gap again
+        assert t.user_attrs["scores"].keys() == t.user_attrs["gaps"].keys() == {"digits:100"}
+        assert avg_gap(t.user_attrs["scores"]["digits:100"], reference) == pytest.approx(t.user_attrs["gaps"]["digits:100"])
     assert main([*argv, "--trials", "3"]) == 0  # resumes: one more trial, Retrain not run again
     study = optuna.load_study(study_name="ga|random:0.1|digits", storage=storage)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]

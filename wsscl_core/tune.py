@@ -226,14 +226,15 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
             if earlier.state != TrialState.COMPLETE:  # still running in another worker
                 raise optuna.TrialPruned(f"repeats running trial {earlier.number}")
             return earlier.value
-        gaps = {}
+        gaps, scores = {}, {}
         try:
             for key, forget_set, setting, seed in _objective_points(forget, settings, seeds):
                 reference = _reference_scores(storage, setting, forget_set, seed, cancel)
                 # the searched learning rates are in the defaults' units: scaled to each setting's original
                 scaled = scale_learning_rates(values, setting.ws.recipe.lr)
                 result = run(setting.ws, RunRequest.parse(method, forget_set, scaled, seed, "val"), cancel=cancel)
-                gaps[key] = avg_gap(result.scores(), reference)
+                scores[key] = result.scores()
+                gaps[key] = avg_gap(scores[key], reference)
         except RunCancelled:
             trial.study.stop()
             raise optuna.TrialPruned("stopped") from None
@@ -241,6 +242,8 @@ def objective_for(method: str, forget: str, settings: list[TuneSetting], seeds: 
             trial.set_user_attr("error", str(exc))
             return float("inf")
         trial.set_user_attr("gaps", gaps)
+        # every point's UA, RA, TA and MIA too, so a study can be re-read under another rule without running it again
+        trial.set_user_attr("scores", scores)
         return float(sum(gaps.values()) / len(gaps))
 
     return objective
