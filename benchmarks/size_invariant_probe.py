@@ -1,6 +1,7 @@
 """Forget-only methods with a learning rate per forget sample instead of per step (docs/notes/forget-size-units.md).
 
     PYTHONPATH=. python benchmarks/size_invariant_probe.py --method ga --storage sqlite:///bench-results/size-probe.db
+    (a second process on the same store with --worker 1 shares the trials)
 
 A probe, not an option. GA, BS and BE count their epochs in passes over D_f, so at random 50 % they take
 five times the steps they take at random 10 %, and the two-size objective chooses learning rates (1e-5
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--storage", required=True, help="a store for this probe only")
     parser.add_argument("--references", default="sqlite:///tuning/studies.db")
     parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--worker", type=int, default=0, help="this process's number when several share the store")
     args = parser.parse_args()
     import optuna
 
@@ -61,7 +63,8 @@ def main() -> None:
     def line(method, done, trials, value, best, seconds):
         print(f"[{method}] trial {done}/{trials}: {value:.3f} (best {best:.3f}), {seconds:.0f} s", flush=True)
 
-    study = tune.tune_method(args.method, FORGET, settings, args.trials, storage, seeds, on_trial=line)
+    study = tune.tune_method(args.method, FORGET, settings, args.trials, storage, seeds, on_trial=line,
+                             worker=args.worker)
     best = tune.best_trial(study, args.trials)
     untouched = study.user_attrs["original_gaps"]
     print(f"best of {args.trials}: {best.value:.3f} at {best.params} (untouched original {study.user_attrs['original_gap']:.3f})")
