@@ -1,11 +1,12 @@
-"""Forget-only methods with a learning rate per forget sample instead of per step (docs/notes/forget-size-units.md).
+"""A method tuned with a learning rate per forget sample instead of per step (docs/notes/forget-size-units.md).
 
     PYTHONPATH=. python benchmarks/size_invariant_probe.py --method ga --storage sqlite:///bench-results/size-probe.db
     (a second process on the same store with --worker 1 shares the trials)
 
-A probe, not an option. GA, BS and BE count their epochs in passes over D_f, so at random 50 % they take
-five times the steps they take at random 10 %, and the two-size objective chooses learning rates (1e-5
-to 2e-5) small enough not to break at 50 %, which leave the model as it was at 10 %. This study scales the
+A probe, not an option (run for GA, BE and RL). Methods with forget rounds count their epochs in passes
+over D_f, so at random 50 % they take five times the steps they take at random 10 %; for GA, BS and BE the
+two-size objective chose learning rates (1e-5 to 2e-5) small enough not to break at 50 %, which leave the
+model as it was at 10 %. This study scales the
 searched learning rate by 0.1 / (the forget fraction) at each point, so that epochs × lr × |D_f|, the total
 push, is the same at both sizes, and searches the method's space otherwise unchanged: the same two-size
 objective, tuning settings, split seeds (100, 101), validation images and 16-trial budget as
