@@ -16,18 +16,19 @@ import argparse
 import copy
 from pathlib import Path
 
-from wsscl_core.engine import Phase, Round, cross_entropy_loss, run_phases
+from wsscl_core.engine import Phase, TrainRecipe, run_phases
 from wsscl_core.methods import run_unlearning
 from wsscl_core.metrics import avg_gap
 from wsscl_core.runs import RunRequest, original_result, prepare, score
-from wsscl_core.tune import _reference_scores, open_settings, open_storage
+from wsscl_core.tune import TUNING_SEED, _reference_scores, open_settings, open_storage
 
-TUNING_SEEDS = (100, 101)
+TUNING_SEEDS = (TUNING_SEED, TUNING_SEED + 1)
 
 
 def closing_phase(retain, epochs: int, lr: float) -> Phase:
-    return Phase("rememorise", "Plain retain images", [Round("retain", retain, cross_entropy_loss, "retain", augment=False)],
-                 epochs=epochs, lr=lr, batch_size=128, schedule="cosine")
+    """The original recipe's kind of phase (plain images, batch 128, cosine), on D_r, without Nesterov or warm-up."""
+    return TrainRecipe(epochs=epochs, lr=lr, nesterov=False, warmup_fraction=0.0).phase(
+        retain, "Plain retain images", "rememorise")
 
 
 def main() -> None:

@@ -91,4 +91,3 @@ def test_a_zero_confidence_gives_a_finite_loss_the_attack_can_rank():
     assert np.isfinite(losses).all() and losses[0] == pytest.approx(-np.log(1e-12))
     assert losses[2] == 0.0
     assert loss_threshold_auc(per_sample_loss(np.array([0.0, 0.9])), per_sample_loss(np.array([0.5]))) == 0.5
-

@@ -1,8 +1,8 @@
 """The studio end to end in a real browser: Debian's Chromium driven by Playwright.
 
 Starts ``streamlit run app.py`` on a free localhost port. A class demo forgets a class with the
-default method (one epoch per stage); its Avg.Gap comes with the result (shipped Retrain); Compare draws the UMAP view,
-and a click on a point shows that image under the three models. A shared link restores its choices
+default method (one epoch per stage); its Avg.Gap comes with the result (shipped Retrain); Compare draws
+the UMAP view, and a click on a point shows that image under the three models. A shared link restores its choices
 without running anything; two runs from it are then set side by side on the Methods page. The
 Saliency page draws its layer views. Screenshots (light and dark theme) go to test-artifacts/.
 """
