@@ -447,6 +447,9 @@ def test_round_option_variants_score_the_chosen_point_again(digits_trained, tmp_
     assert ("FT: no round option scores lower than the base; nothing to confirm" in out) != lower
     assert main([*argv, "--trials", "1", "--plain-rounds", "--methods", "iu"]) == 2  # IU trains in no rounds
     assert "no plain rounds variant" in capsys.readouterr().err
+    # FT trains on D_r alone, so its learning rate cannot count per forget sample
+    assert main([*argv, "--trials", "1", "--lr-per-forget-sample", "--methods", "ft"]) == 2
+    assert "trains in no rounds on the forget set, so it has no lr per forget sample variant" in capsys.readouterr().err
 
 
 def _scored_study(storage, name, gaps, options=None, confirms=None, method="ft", forget="random:0.1", params=None):

@@ -432,6 +432,36 @@ def test_each_phase_runs_its_rounds_over_the_right_sets(ctx_split, method, overr
         assert set(end.metrics) - {"lr"} == roles
 
 
+@pytest.mark.parametrize("method, overrides", [
+    ("rl", {"epochs": 1, "lr": 0.01, "batch_size": 128}),
+    ("cl", {"stage1_epochs": 1, "stage1_lr": 0.02, "stage2_epochs": 1, "stage2_lr": 0.01, "batch_size": 128}),
+])
+def test_a_learning_rate_per_forget_sample_scales_every_forget_phase_by_the_forget_share(ctx_split, method, overrides):
+    """With ``lr_per_forget_sample`` the values are those of a 10 % forget set: on random 50 % every phase that
+    trains on D_f runs at its rate × 0.1 / (|D_f| / |train|), step for step the run with those rates given."""
+    ctx = ctx_split("random:0.5")
+    factor = 0.1 * (ctx.split.num_forget + len(ctx.split.retain)) / ctx.split.num_forget
+    assert factor == pytest.approx(0.2, abs=1e-3)
+    per_sample = run_unlearning(method, ctx, {**overrides, "lr_per_forget_sample": True}).model.state_dict()
+    scaled = {k: v * factor if k.endswith("lr") else v for k, v in overrides.items()}
+    given = run_unlearning(method, ctx, scaled).model.state_dict()
+    per_step = run_unlearning(method, ctx, overrides).model.state_dict()
+    assert all(torch.allclose(per_sample[k], given[k], rtol=0, atol=1e-6) for k in given)
+    assert any(not torch.allclose(per_sample[k], per_step[k], atol=1e-4) for k in given)
+
+
+def test_only_methods_with_forget_rounds_offer_a_learning_rate_per_forget_sample():
+    """FT and ℓ1-sparse train on D_r alone: the option is neither shown nor accepted."""
+    from wsscl_core.methods import settable_fields
+
+    for method in ("ft", "l1_sparse"):
+        assert "lr_per_forget_sample" not in {f.name for f in settable_fields(make_config(method))}
+        with pytest.raises(WssclError, match="lr_per_forget_sample needs rounds on the forget set"):
+            make_config(method, {"lr_per_forget_sample": True})
+    for method in ("rl", "ga", "wsscl"):
+        assert "lr_per_forget_sample" in {f.name for f in settable_fields(make_config(method))}
+
+
 def test_a_stop_reaches_the_training_loop(ctx_split):
     cancel = threading.Event()
     cancel.set()

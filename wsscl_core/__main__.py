@@ -199,9 +199,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
     settings = tune.open_settings(datasets, args.checkpoint, cache, args.device, args.data_root)
     cancel = _cancel_on_interrupt()
     storage = tune.open_storage(args.storage)
-    options = tune.round_options(args.plain_rounds, args.schedule)
-    if options and args.methods.strip() == "all":  # IU trains in no rounds; named, it is refused
-        methods = [m for m in methods if tune.has_rounds(m)]
+    options = tune.round_options(args.plain_rounds, args.schedule, args.lr_per_forget_sample)
+    if options and args.methods.strip() == "all":  # IU trains in no rounds (FT none on D_f); named, it is refused
+        methods = [m for m in methods if tune.has_rounds(m, options)]
     if args.confirm_on:  # no trials: the chosen points of every round option again, on fresh points
         fresh_seeds = list(range(args.confirm_seed, args.confirm_seed + args.seeds))
 
@@ -344,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--schedule", choices=get_args(Schedule), default="constant",
                     help="the learning rate over each unlearning phase; other than constant, score in separate "
                          "studies as --plain-rounds does (the two combine)")
+    tu.add_argument("--lr-per-forget-sample", action="store_true",
+                    help="score in separate studies as --plain-rounds does, with learning rates that count per "
+                         "forget sample (scaled by 0.1 / the forget set's share of the train split); methods with "
+                         "rounds on the forget set only")
     tu.add_argument("--confirm-on", default=None, metavar="FORGET",
                     help="instead of trials: where a round-option variant scores lower than the base on the "
                          "objective (--forget), score each of the method's round options on these fresh forget sets "

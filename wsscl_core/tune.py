@@ -104,16 +104,24 @@ def open_settings(datasets: list[str], checkpoint: str | None, cache_dir: Path, 
     return settings
 
 
-def round_options(plain_rounds: bool = False, schedule: str = "constant") -> dict[str, Any]:
+def round_options(plain_rounds: bool = False, schedule: str = "constant",
+                  lr_per_forget_sample: bool = False) -> dict[str, Any]:
     """The round options that differ from :data:`BASE_ROUNDS` (empty for a method's main study)."""
-    chosen = {"augment_rounds": not plain_rounds, "schedule": schedule}
+    chosen = {"augment_rounds": not plain_rounds, "schedule": schedule, "lr_per_forget_sample": lr_per_forget_sample}
     return {key: value for key, value in chosen.items() if value != BASE_ROUNDS[key]}
+
+
+def every_round_options() -> list[dict[str, Any]]:
+    """Every combination of round options, the base rounds first."""
+    return [round_options(plain, schedule, per_sample) for per_sample in (False, True) for plain in (False, True)
+            for schedule in get_args(Schedule)]
 
 
 def rounds_label(options: dict[str, Any]) -> str:
     """How a study's rounds differ from the base ones, in words ("" for none)."""
     return ", ".join((["plain rounds"] if options.get("augment_rounds") is False else [])
-                     + ([f"{options['schedule']} schedule"] if "schedule" in options else []))
+                     + ([f"{options['schedule']} schedule"] if "schedule" in options else [])
+                     + (["lr per forget sample"] if options.get("lr_per_forget_sample") else []))
 
 
 def study_name(method: str, forget: str, settings: list[TuneSetting], options: dict[str, Any] | None = None) -> str:
@@ -121,9 +129,11 @@ def study_name(method: str, forget: str, settings: list[TuneSetting], options: d
     return f"{method}|{forget}|{'+'.join(s.name for s in settings)}" + (f"|{label}" if label else "")
 
 
-def has_rounds(method: str) -> bool:
-    """Whether the method trains in engine rounds, so it has round options (augmentation, schedule)."""
-    return issubclass(get_method(method).config_cls, RoundsConfig)
+def has_rounds(method: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether the method trains in engine rounds, so it has round options (augmentation, schedule), and,
+    when ``options`` count the learning rate per forget sample, rounds on D_f."""
+    config = get_method(method).config_cls
+    return issubclass(config, RoundsConfig) and (config.FORGET_ROUNDS or not (options or {}).get("lr_per_forget_sample"))
 
 
 def study_values(study: Any, trial: Any) -> dict[str, Any]:
@@ -336,8 +346,10 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scenario = scenario_of(forget)
-    if options and not has_rounds(method):
-        raise WssclError(f"{get_method(method).label} trains in no rounds, so it has no {rounds_label(options)} variant.")
+    if options and not has_rounds(method, options):
+        raise WssclError(f"{get_method(method).label} trains in no rounds"
+                         + (" on the forget set" if has_rounds(method) else "")
+                         + f", so it has no {rounds_label(options)} variant.")
     name = study_name(method, forget, settings, options)
     archived = archive_if_space_changed(storage, name, method)
     if archived is not None:
@@ -467,17 +479,15 @@ def round_option_studies(storage: Any, method: str, forget: str,
 
     names = set(optuna.get_all_study_names(storage))
     found = []
-    for plain in (False, True):
-        for schedule in get_args(Schedule):
-            options = round_options(plain, schedule)
-            name = study_name(method, forget, settings, options)
-            if name not in names:
-                continue
-            study = optuna.load_study(study_name=name, storage=storage)
-            own = study_budget(study, 1)
-            best = best_trial(study, own)
-            if best is not None and len(first_finished(study, own)) >= own:
-                found.append((options, study, best))
+    for options in every_round_options():
+        name = study_name(method, forget, settings, options)
+        if name not in names:
+            continue
+        study = optuna.load_study(study_name=name, storage=storage)
+        own = study_budget(study, 1)
+        best = best_trial(study, own)
+        if best is not None and len(first_finished(study, own)) >= own:
+            found.append((options, study, best))
     return found
 
 
@@ -631,8 +641,10 @@ def tuning_report(storage: Any, budget: int) -> str:
              "Every study first scores the default at the time it began (queued again if stopped).",
              "Rounds augment their batches at a constant learning rate in every study except those marked with other",
              "round options ((plain rounds): no augmentation; (cosine schedule): the learning rate decays to 0 over",
-             "each phase): each scores a method's chosen point once more with them (`tune --plain-rounds --trials 1`,",
-             "`tune --schedule cosine --trials 1`, or both), one extra trial every method with rounds gets alike.",
+             "each phase; (lr per forget sample): phases on D_f scale their rate by 0.1 / the forget set's share of",
+             "the train split): each scores a method's chosen point once more with them (`tune --plain-rounds",
+             "--trials 1`, `tune --schedule cosine --trials 1`, `tune --lr-per-forget-sample --trials 1`, or",
+             "together), one extra trial every method with rounds (on D_f, for the last) gets alike.",
              "The defaults file keeps a variant only if it beats the base, and each variant whose options are part of",
              f"its own, by more than {MARGIN_STANDARD_ERRORS:g} standard errors of its gains over the objective's points (paired",
              "by split), and among those the lowest: a smaller gain is inside the objective's noise. Where a variant",

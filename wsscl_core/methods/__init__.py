@@ -25,6 +25,9 @@ from ..errors import WssclError
 from ..models import Classifier
 
 MAX_LR = 10.0
+# The forget set's share of the train split at which a learning rate per forget sample equals the rate per
+# step (``lr_per_forget_sample``): the 10 % of the random-forgetting benchmark.
+REFERENCE_FORGET_FRACTION = 0.1
 SCENARIOS: tuple[str, ...] = get_args(Scenario)
 # Output classes a forgetting loss works over: those the retain set still contains, or all K.
 TargetClasses = Literal["retain", "all"]
@@ -113,10 +116,40 @@ class RoundsConfig(MethodConfig):
     objective (docs/TUNING.md).
 
     ``schedule``: the learning rate over each of its phases: constant, or decayed to 0 (cosine, linear).
+
+    ``lr_per_forget_sample``: the learning rates count per forget sample instead of per step (methods with
+    forget rounds only). Their epochs are passes over D_f, so a forget set five times larger takes five times
+    the steps at the same rate; with this option every phase that trains on D_f scales its rate by
+    :data:`REFERENCE_FORGET_FRACTION` / (the forget set's share of the train split), so that epochs × rate ×
+    |D_f|, the total push, is the same at every forget size. The values are those of a 10 % forget set.
     """
 
     augment_rounds: bool = True
     schedule: Schedule = "constant"
+    lr_per_forget_sample: bool = False
+
+    # Whether the method trains rounds on D_f (GA, RL, the contrastive stages, ...), so its learning rates
+    # may count per forget sample; FT and ℓ1-sparse train on D_r alone.
+    FORGET_ROUNDS: ClassVar[bool] = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.lr_per_forget_sample and not self.FORGET_ROUNDS:
+            raise WssclError("lr_per_forget_sample needs rounds on the forget set, and this method trains on the "
+                             "retain set alone.")
+
+    def forget_size_factor(self, split: ForgetSplit) -> float:
+        """What the learning rate of a phase that trains on D_f is multiplied by on ``split``: 1 unless
+        ``lr_per_forget_sample``."""
+        if not self.lr_per_forget_sample or not split.num_forget:
+            return 1.0
+        return REFERENCE_FORGET_FRACTION * (split.num_forget + len(split.retain)) / split.num_forget
+
+
+def settable_fields(config: MethodConfig) -> list[dataclasses.Field]:
+    """The fields a user may set on ``config``: all but a round option the method cannot use."""
+    forget_rounds = isinstance(config, RoundsConfig) and config.FORGET_ROUNDS
+    return [f for f in fields(config) if forget_rounds or f.name != "lr_per_forget_sample"]
 
 
 @dataclass
@@ -148,6 +181,8 @@ class ForgettingConfig(EpochConfig):
     # Off by default: on a memorising model these losses lower forget and held-out accuracy together, so the
     # rule fires only once the model has collapsed (docs/notes/forget-stop-rule.md); an option, not a default.
     forget_stop: ForgetStop = "off"
+
+    FORGET_ROUNDS: ClassVar[bool] = True
 
     def stop_rule(self, ctx: "UnlearnContext", within_epoch: bool) -> StopRule | None:
         """The phase's stop rule: checked every ~``STOP_CHECK_SAMPLES`` forget samples when ``within_epoch``
@@ -199,7 +234,9 @@ class UnlearnContext:
         """Run phases through the one engine with this context's seed, progress and cancel."""
         if self.rounds is not None:
             plain = not self.rounds.augment_rounds
+            factor = self.rounds.forget_size_factor(self.split)
             phases = [dataclasses.replace(p, schedule=self.rounds.schedule,
+                                          lr=p.lr * factor if any(r.role == "forget" for r in p.rounds) else p.lr,
                                           rounds=[dataclasses.replace(r, augment=False) for r in p.rounds]
                                           if plain else p.rounds)
                       for p in phases]
@@ -260,7 +297,8 @@ def _with_values(cfg: MethodConfig, values: dict[str, Any], label: str) -> Metho
     types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
     for key, value in values.items():
         if key not in types:
-            raise WssclError(f"{label} has no hyperparameter {key!r}; it has {', '.join(types)}.")
+            raise WssclError(f"{label} has no hyperparameter {key!r}; it has "
+                             f"{', '.join(f.name for f in settable_fields(cfg))}.")
         kind = types[key]
         try:
             if kind is bool and isinstance(value, str):

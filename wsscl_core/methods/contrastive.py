@@ -53,6 +53,8 @@ class CLConfig(RoundsConfig):
     # Which stages the weight mask (if any) scales: both, or only stage 2 as the paper writes it.
     mask_stages: Literal["both", "stage2"] = "both"
 
+    FORGET_ROUNDS: ClassVar[bool] = True
+
     # Each stage may take up to 10 epochs, the range every one-phase method (FT, RL, SalUn, GA, ...) searches.
     SEARCH_SPACE: ClassVar[dict[str, SearchRange]] = {
         "stage1_epochs": IntRange(1, 10), "stage1_lr": FloatRange(1e-3, 1e-1),
