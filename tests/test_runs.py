@@ -367,7 +367,7 @@ def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tm
     ga = [r for r in requests if r.method == "ga"]
     # and its rounds train as the study states (augmented, constant learning rate), whatever the defaults file holds
     assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002), "augment_rounds": True,
-                                                "schedule": "constant"}]
+                                                "schedule": "constant", "lr_per_forget_sample": False}]
 
 
 def test_a_point_another_worker_is_running_is_left_to_it(digits_workspace, tmp_path):
@@ -618,6 +618,18 @@ def test_confirm_round_options_scores_each_chosen_point_on_fresh_splits(digits_w
         assert trial.value == pytest.approx(avg_gap(result.scores(), reference))
     again = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104])
     assert [len(c.trials) for c in again] == [1, 1]
+    assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [3, 3]
+    # a study searched further after its confirmation has another best: its earlier fresh points are not pooled
+    # for it, and confirming again scores the new best
+    better = {"epochs": 2, "lr": 0.01}
+    plain = studies["ft|random:0.1|digits|plain rounds"]
+    plain.add_trial(optuna.trial.create_trial(params=better, distributions=distributions, value=0.5,
+                                              user_attrs={"gaps": {"digits:100": 0.5, "digits:101": 0.5}}))
+    plain.set_user_attr("budget", 2)
+    assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [2, 2]
+    again = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104])
+    assert [len(c.trials) for c in again] == [1, 2] and tune.first_finished(again[1], 2)[1].params == better
+    assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [3, 3]
     optuna.delete_study(study_name="ft|random:0.1|digits|plain rounds", storage=storage)
     _scored_study(storage, "ft|random:0.1|digits|plain rounds", {"digits:100": 3.0, "digits:101": 3.0},
                   {"augment_rounds": False})  # now above the base: nothing to confirm

@@ -496,6 +496,12 @@ def confirmation_name(study_name: str) -> str:
     return f"{study_name}|confirmation"
 
 
+def confirmed_score(confirmation: Any, best: Any) -> Any:
+    """The confirmation study's finished trial at ``best``'s point, or None: a study searched further after
+    its confirmation may have another best, and fresh points scored for an earlier one say nothing of it."""
+    return next((t for t in first_finished(confirmation, len(confirmation.trials)) if t.params == best.params), None)
+
+
 def round_option_evidence(storage: Any, method: str, forget: str, settings: list[TuneSetting]
                           ) -> list[tuple[dict[str, Any], Any, Any, dict[str, float]]]:
     """:func:`round_option_studies`, each with the per-point Avg.Gaps its choice is judged on: the objective's
@@ -506,10 +512,10 @@ def round_option_evidence(storage: Any, method: str, forget: str, settings: list
     candidates = round_option_studies(storage, method, forget, settings)
     names = set(optuna.get_all_study_names(storage))
     fresh = []
-    for _, study, _ in candidates:
+    for _, study, best in candidates:
         name = confirmation_name(study.study_name)
-        scored = first_finished(optuna.load_study(study_name=name, storage=storage), 1) if name in names else []
-        fresh.append(scored[0].user_attrs.get("gaps", {}) if scored else None)
+        scored = confirmed_score(optuna.load_study(study_name=name, storage=storage), best) if name in names else None
+        fresh.append(scored.user_attrs.get("gaps", {}) if scored else None)
     pooled = all(gaps is not None for gaps in fresh)
     return [(options, study, best, {**best.user_attrs.get("gaps", {}), **(extra if pooled else {})})
             for (options, study, best), extra in zip(candidates, fresh)]
@@ -602,7 +608,7 @@ def confirm_round_options(storage: Any, method: str, forget: str, settings: list
             untouched = untouched or original_gaps(storage, settings, fresh, seeds, cancel)
             confirmation.set_user_attr("original_gaps", untouched)
             confirmation.set_user_attr("original_gap", sum(untouched.values()) / len(untouched))
-        if not first_finished(confirmation, 1):
+        if confirmed_score(confirmation, best) is None:
             confirmation.enqueue_trial(best.params)
             confirmation.optimize(objective_for(method, fresh, settings, seeds, storage, cancel, options), n_trials=1)
             check_cancel(cancel)
@@ -748,14 +754,16 @@ def _confirmations(studies: list[Any]) -> list[str]:
         return []
     lines = ["## Round options confirmed on fresh points", "",
              "Each study's chosen point scored once more on points neither the objective nor a reported table uses; "
-             "the margin rule pools these with the objective's points.", "",
+             "the margin rule pools these with the objective's points. A study searched further after its "
+             "confirmation is confirmed again at its new best; the value is the latest point's.", "",
              "| study | fresh points | mean Avg.Gap | untouched original |", "|---|---|---|---|"]
     for study in sorted(studies, key=lambda s: s.study_name):
-        scored = first_finished(study, 1)
+        scored = first_finished(study, len(study.trials))
         attrs = study.user_attrs
+        value = (f"{scored[-1].value:.3f}" + (f" (latest of {len(scored)} points)" if len(scored) > 1 else "")
+                 if scored else "not scored yet")
         lines.append(f"| {study_label(study)} — forget {attrs['confirms'].split('|')[1]} | forget {attrs.get('forget')}, "
-                     f"seeds {attrs.get('seeds')} | {f'{scored[0].value:.3f}' if scored else 'not scored yet'} | "
-                     f"{_fmt(attrs.get('original_gap'))} |")
+                     f"seeds {attrs.get('seeds')} | {value} | {_fmt(attrs.get('original_gap'))} |")
     return lines + [""]
 
 
