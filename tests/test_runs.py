@@ -627,8 +627,11 @@ def test_confirm_round_options_scores_each_chosen_point_on_fresh_splits(digits_w
                                               user_attrs={"gaps": {"digits:100": 0.5, "digits:101": 0.5}}))
     plain.set_user_attr("budget", 2)
     assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [2, 2]
-    again = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104])
+    heard = []
+    again = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104],
+                                       on_scored=lambda study, trial: heard.append(trial.params))
     assert [len(c.trials) for c in again] == [1, 2] and tune.first_finished(again[1], 2)[1].params == better
+    assert heard == [point, better]
     assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [3, 3]
     optuna.delete_study(study_name="ft|random:0.1|digits|plain rounds", storage=storage)
     _scored_study(storage, "ft|random:0.1|digits|plain rounds", {"digits:100": 3.0, "digits:101": 3.0},

@@ -205,9 +205,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.confirm_on:  # no trials: the chosen points of every round option again, on fresh points
         fresh_seeds = list(range(args.confirm_seed, args.confirm_seed + args.seeds))
 
-        def scored(study: Any) -> None:
-            print(f"{tune.study_label(study)}: mean Avg.Gap {tune.first_finished(study, 1)[0].value:.3f} on "
-                  f"{args.confirm_on}, seeds {fresh_seeds}", flush=True)
+        def scored(study: Any, trial: Any) -> None:
+            print(f"{tune.study_label(study)}: mean Avg.Gap {trial.value:.3f} on {args.confirm_on}, seeds {fresh_seeds} "
+                  f"at {trial.params}", flush=True)
 
         for method in (m for m in methods if tune.has_rounds(m)):
             if not tune.confirm_round_options(storage, method, args.forget, settings, args.confirm_on, fresh_seeds,

@@ -577,12 +577,13 @@ def transfer_failures(method: str, values: dict[str, Any]) -> list[str]:
 
 def confirm_round_options(storage: Any, method: str, forget: str, settings: list[TuneSetting], fresh: str,
                           seeds: list[int], cancel: CancelFlag | None = None,
-                          on_scored: Callable[[Any], None] | None = None) -> list[Any]:
+                          on_scored: Callable[[Any, Any], None] | None = None) -> list[Any]:
     """Score the chosen point of each of the method's round-option studies on fresh points (forget sets
     ``fresh``, split seeds ``seeds``, validation images), one study each (:func:`confirmation_name`;
     resumable), so that :func:`chosen_values` judges the variants over more points than the objective's
     eight. Only where a variant scores lower than the base on the objective: elsewhere none can be chosen.
-    ``on_scored`` gets each confirmation study once it holds its score. Returns the confirmation studies."""
+    ``on_scored`` gets each confirmation study, with its trial at the chosen point, once it is scored. Returns
+    the confirmation studies."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -613,7 +614,7 @@ def confirm_round_options(storage: Any, method: str, forget: str, settings: list
             confirmation.optimize(objective_for(method, fresh, settings, seeds, storage, cancel, options), n_trials=1)
             check_cancel(cancel)
         if on_scored is not None:
-            on_scored(confirmation)
+            on_scored(confirmation, confirmed_score(confirmation, best))
         confirmations.append(confirmation)
     return confirmations
 
