@@ -86,6 +86,7 @@ def test_saliency_figure_has_hard_soft_and_their_difference():
                                           "tau": 1.1}),
     (ForgetSpec("random", fraction=0.1, seed=2), "ft", {"epochs": 4}),
     (ForgetSpec("random", fraction=0.5, seed=0), "salun", {}),
+    (ForgetSpec("random", fraction=0.5, seed=1), "rl", {"lr_per_forget_sample": True}),
 ])
 def test_links_round_trip(spec, method, overrides):
     query = share.to_query(spec, method, overrides, "class" if spec.kind == "class" else "random")
@@ -94,6 +95,15 @@ def test_links_round_trip(spec, method, overrides):
     assert not state.problems
     assert state.spec == spec and state.method == method and state.seed == spec.seed
     assert state.overrides == overrides
+
+
+def test_a_link_cannot_set_what_the_method_cannot_use():
+    """FT trains on D_r alone: a link asking for a learning rate per forget sample is reported, not run."""
+    state = share.from_query({"forget": ["random:0.1"], "method": ["ft"], "set": ["lr_per_forget_sample=true"]},
+                             num_classes=10)
+    assert state.overrides == {}
+    assert state.problems == ["The link's setting 'lr_per_forget_sample=true' is not a hyperparameter of FT "
+                              "(augment_rounds, schedule, epochs, lr, batch_size, weight_decay)."]
 
 
 def test_a_link_leaves_out_default_values():

@@ -9,12 +9,12 @@ it cannot use, in words for the user; the rest is still restored. Nothing runs u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..data import ForgetSpec, Scenario
 from ..errors import WssclError
-from ..methods import METHODS, literal_choices, make_config
+from ..methods import METHODS, literal_choices, make_config, settable_fields
 
 KEYS = ("forget", "method", "seed", "set", "runs")
 
@@ -116,7 +116,7 @@ def from_query(params: Mapping[str, Sequence[str]], num_classes: int) -> SharedS
     elif settings:
         scenario = "class" if state.spec is not None and state.spec.kind == "class" else "random"
         config = make_config(state.method, scenario=scenario)
-        defaults = {f.name: getattr(config, f.name) for f in fields(config)}
+        defaults = {f.name: getattr(config, f.name) for f in settable_fields(config)}
         choices = literal_choices(type(config))
         for item in settings:
             name, sep, value = item.partition("=")
