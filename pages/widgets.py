@@ -3,13 +3,12 @@ the run status in the sidebar, and the box holding a shareable link."""
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import streamlit as st
 
 from pages import session
-from wsscl_core.methods import MethodConfig, literal_choices, settable_fields
+from wsscl_core.methods import literal_choices, settable_fields
 from wsscl_core.studio import plots
 from wsscl_core.studio.jobs import Job, RunRecord
 
@@ -22,7 +21,7 @@ def config_inputs(config: Any, key_prefix: str) -> dict[str, Any]:
     """One input per field of a config dataclass (a method's, or the training recipe), defaulting to its value."""
     values: dict[str, Any] = {}
     choices = literal_choices(type(config))  # fields with a fixed set of values get a select box
-    for f in settable_fields(config) if isinstance(config, MethodConfig) else fields(config):
+    for f in settable_fields(config):
         default, key = getattr(config, f.name), f"{key_prefix}.{f.name}"
         if isinstance(default, bool):
             values[f.name] = st.checkbox(f.name, default, key=key, persist_state="session")

@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, get_args
 
@@ -26,7 +26,7 @@ from .data import ForgetSpec, load_dataset
 from .engine import CancelFlag, Schedule, TrainRecipe, check_cancel
 from .errors import RunCancelled, WssclError
 from .fileio import atomic_write_text
-from .methods import (DEFAULTS_FILE, Choice, FloatRange, IntRange, RoundsConfig, SearchRange, get_method,
+from .methods import (BASE_ROUNDS, DEFAULTS_FILE, Choice, FloatRange, IntRange, RoundsConfig, SearchRange, get_method,
                       make_config, TUNED_RECIPE_LR, method_names, scale_learning_rates, tuned_defaults)
 from .metrics import avg_gap
 from .runs import ORIGINAL_LABEL, RunRequest, original_result, prepare, prepared_cost, run
@@ -35,10 +35,10 @@ from .workspace import Workspace, open_workspace, train_original
 TUNING_SEED = 100  # first split seed of a study; the reported tables use seeds from 0
 DEFAULT_STORAGE = "sqlite:///tuning/studies.db"
 REFERENCES = "retrain-references"  # the study whose user attributes hold Retrain's scores per split
-# How a study's rounds train unless it fixes other round options (tune --plain-rounds / --schedule): a study
-# with other options scores a method's chosen point again with them, one extra trial every method with rounds
-# gets alike, and the defaults file keeps one only if it scores lower by a clear margin (chosen_values).
-BASE_ROUNDS: dict[str, Any] = {f.name: f.default for f in fields(RoundsConfig)}
+# A study's rounds train as BASE_ROUNDS unless it fixes other round options (tune --plain-rounds / --schedule /
+# --lr-per-forget-sample): a study with other options scores a method's chosen point again with them, one extra
+# trial every method with rounds gets alike, and the defaults file keeps one only if it scores lower by a clear
+# margin (chosen_values).
 # A round-option variant replaces the base only if it gains more than this many standard errors of its
 # per-point gains (clear_gain): with the objectives' eight points, about a 4 % one-sided chance (Student's t,
 # 7 degrees of freedom) that noise alone clears it.
@@ -133,7 +133,7 @@ def has_rounds(method: str, options: dict[str, Any] | None = None) -> bool:
     """Whether the method trains in engine rounds, so it has round options (augmentation, schedule), and,
     when ``options`` count the learning rate per forget sample, rounds on D_f."""
     config = get_method(method).config_cls
-    return issubclass(config, RoundsConfig) and (config.FORGET_ROUNDS or not (options or {}).get("lr_per_forget_sample"))
+    return issubclass(config, RoundsConfig) and not (options or {}).keys() & config.unusable_options()
 
 
 def study_values(study: Any, trial: Any) -> dict[str, Any]:

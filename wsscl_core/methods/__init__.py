@@ -132,11 +132,17 @@ class RoundsConfig(MethodConfig):
     # may count per forget sample; FT and ℓ1-sparse train on D_r alone.
     FORGET_ROUNDS: ClassVar[bool] = False
 
+    @classmethod
+    def unusable_options(cls) -> set[str]:
+        """The round options this method cannot use: a learning rate per forget sample needs rounds on D_f."""
+        return set() if cls.FORGET_ROUNDS else {"lr_per_forget_sample"}
+
     def validate(self) -> None:
         super().validate()
-        if self.lr_per_forget_sample and not self.FORGET_ROUNDS:
-            raise WssclError("lr_per_forget_sample needs rounds on the forget set, and this method trains on the "
-                             "retain set alone.")
+        for name in self.unusable_options():
+            if getattr(self, name) != BASE_ROUNDS[name]:
+                raise WssclError(f"{name} needs rounds on the forget set, and this method trains on the retain set "
+                                 "alone.")
 
     def forget_size_factor(self, split: ForgetSplit) -> float:
         """What the learning rate of a phase that trains on D_f is multiplied by on ``split``: 1 unless
@@ -146,10 +152,14 @@ class RoundsConfig(MethodConfig):
         return REFERENCE_FORGET_FRACTION * (split.num_forget + len(split.retain)) / split.num_forget
 
 
-def settable_fields(config: MethodConfig) -> list[dataclasses.Field]:
-    """The fields a user may set on ``config``: all but a round option the method cannot use."""
-    forget_rounds = isinstance(config, RoundsConfig) and config.FORGET_ROUNDS
-    return [f for f in fields(config) if forget_rounds or f.name != "lr_per_forget_sample"]
+# The round options as a method without other choices trains: every field of RoundsConfig at its default.
+BASE_ROUNDS: dict[str, Any] = {f.name: f.default for f in fields(RoundsConfig)}
+
+
+def settable_fields(config: Any) -> list[dataclasses.Field]:
+    """The fields a user may set on a config dataclass: all but the round options its method cannot use."""
+    unusable = config.unusable_options() if isinstance(config, RoundsConfig) else set()
+    return [f for f in fields(config) if f.name not in unusable]
 
 
 @dataclass
