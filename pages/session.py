@@ -137,7 +137,7 @@ def _queued(ws: Workspace, request: UnlearnRequest) -> QueuedJob:
     prepared = prepare_run(ws, request)
     for note in prepared.notes:
         st.warning(note)
-    # The original's scores on this split, which Compare's table needs, computed while the run trains.
+    # The original's scores on this split, which Compare's table needs: shipped, or computed while the run trains.
     original_scores(ws, prepared.split, request.seed)
     return QueuedJob("unlearn", f"{METHODS[request.method].label} on {request.spec}",
                      unlearn_work(ws, prepared, _reference_loader(ws, request)))

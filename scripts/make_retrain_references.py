@@ -8,7 +8,9 @@ the default random splits) it runs Retrain through the one run pipeline (the ori
 its checkpoint), stores the model in float16 with its scores (computed from those float16 weights)
 under ``assets/retrain_references/``, and rewrites ``manifest.json`` after each one. Every file and
 the manifest record the shipped model's identity (dataset fingerprint, hash of its weights); the
-studio ignores them, with a note, when the model it runs on differs.
+studio ignores them, with a note, when the model it runs on differs. Last, it scores the untouched
+original on the same forget sets (``original_scores.pt``, a few seconds each), so the studio shows the
+original's row without scoring it while a run trains.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def main() -> None:
         scores = ", ".join(f"{k} {v:.2f}" for k, v in entry["scores"].items())
         print(f"[{n}/{len(todo)}] {name}: Retrain {entry['rte_s']:.0f} s, {entry['bytes'] / 1024:.0f} KB; {scores}",
               flush=True)
+    began = time.perf_counter()
+    path = references.build_original_scores(ws, args.out)
+    print(f"the original's scores on the {len(references.REFERENCE_REQUESTS)} forget sets: {path.name}, "
+          f"{time.perf_counter() - began:.0f} s", flush=True)
     total = references.references_total_bytes(args.out)
     print(f"{len(done)} references, {total / 1024:.0f} KB in {args.out}", flush=True)
 

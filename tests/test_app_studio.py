@@ -1,6 +1,7 @@
 """The teaching features through AppTest on digits: Retrain references used automatically, links that restore
 choices, the methods view with its one-click queue, the stoppable saliency job, and the point detail on Compare."""
 
+import collections
 import json
 import time
 
@@ -12,7 +13,7 @@ from test_app import no_umap_worker  # noqa: F401  (autouse fixture: no UMAP wor
 from pages import cache, session
 from wsscl_core.data import ForgetSpec
 from wsscl_core.engine import TrainRecipe
-from wsscl_core.studio import embed, references
+from wsscl_core.studio import compare, embed, references
 from wsscl_core.workspace import open_workspace, train_original
 
 CLASS_3 = ForgetSpec("class", (3,))
@@ -20,11 +21,13 @@ CLASS_3 = ForgetSpec("class", (3,))
 
 @pytest.fixture(scope="module")
 def digits_references(tmp_path_factory, digits, digits_checkpoint):
-    """Retrain for class 3 at seed 0, built for the digits original the same way the shipped ones are."""
+    """Retrain for class 3 at seed 0, and the original's scores, built for the digits original the same way
+    the shipped ones are."""
     folder = tmp_path_factory.mktemp("references")
     ws = open_workspace(digits_checkpoint, digits, device="cpu")
     entry = references.build_reference(ws, CLASS_3, 0, folder)
     references.write_manifest(ws, [entry], folder)
+    references.build_original_scores(ws, folder)
     return folder
 
 
@@ -96,6 +99,24 @@ def test_other_splits_offer_retrain_and_show_dashes_for_missing_cells(digits_wor
     cells = shown_cells(at)
     assert "—" in cells and not cells & {"None", "nan", "NaN", "<NA>"}
     assert any("No Retrain for this forget set yet" in i.value for i in at.info)
+
+
+def test_the_original_row_comes_from_the_shipped_scores_without_scoring_again(digits_workspace, with_references,
+                                                                            monkeypatch):
+    """Where the original's scores were shipped for a split, no run scores it again (the work would compete
+    with the run's training); elsewhere it is scored, once."""
+    ws = digits_workspace
+    split = references.split_for(ws, CLASS_3)
+    expected = compare.score(ws, ws.original, split, 0)
+    scored = []
+    monkeypatch.setattr(compare, "score", lambda *args: scored.append(args[3]) or expected)
+    monkeypatch.setattr(compare, "_original_scores", collections.OrderedDict())
+    shipped = compare.original_scores(ws, split, 0)
+    assert shipped.done() and not scored
+    for key, value in expected.scores().items():
+        assert shipped.result().scores()[key] == pytest.approx(value, abs=1e-6), key
+    assert compare.original_scores(ws, split, 5).result() is expected and scored == [5]  # no seed 5 shipped
+    assert compare.original_scores(ws, split, 5).result() is expected and scored == [5]
 
 
 def test_references_for_another_original_are_ignored_with_a_note(digits, with_references):

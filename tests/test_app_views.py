@@ -1,5 +1,6 @@
 """What the studio's views compute: saliency layouts that keep a layer's structure, links, the class-coloured
-embedding figure, the gap table, and the shipped Retrain references (checked against the shipped model)."""
+embedding figure, the gap table, and the shipped Retrain references and original scores (checked against the
+shipped model)."""
 
 import math
 
@@ -189,6 +190,22 @@ def test_a_shipped_reference_scores_as_recorded_from_its_stored_weights(shipped_
     assert result.scores()["UA"] == 100.0  # Retrain never saw the class
 
 
+def test_the_shipped_original_scores_are_the_shipped_model_scored_now(shipped_workspace):
+    """The original's row the studio shows from the shipped file is what scoring the shipped model gives."""
+    from wsscl_core.runs import score
+
+    ws = shipped_workspace
+    split = references.split_for(ws, ForgetSpec("random", fraction=0.1, seed=1))
+    shipped = references.shipped_original_scores(ws, split, 1)
+    again = score(ws, ws.original, split, 1)
+    for key, value in again.scores().items():
+        assert shipped.scores()[key] == pytest.approx(value, abs=1e-6), key
+    np.testing.assert_array_equal(shipped.confusion_test, again.confusion_test)
+    assert all(references.shipped_original_scores(ws, references.split_for(ws, spec), seed) is not None
+               for spec, seed in references.REFERENCE_REQUESTS)
+    assert references.shipped_original_scores(ws, split, 7) is None  # a seed nothing was shipped for
+
+
 def test_a_changed_model_makes_the_references_ignored_with_a_note(shipped_workspace):
     import copy
 
@@ -199,6 +216,9 @@ def test_a_changed_model_makes_the_references_ignored_with_a_note(shipped_worksp
         next(changed.original.parameters()).add_(1e-3)
     refs = references.load_references(changed)
     assert not refs.available and "another original model" in refs.note and "original weights" in refs.note
+    split = references.split_for(changed, ForgetSpec("class", (3,)))
+    assert references.shipped_original_scores(shipped_workspace, split, 0) is not None
+    assert references.shipped_original_scores(changed, split, 0) is None
 
 
 def test_the_forget_neighbourhood_says_which_classes_hold_the_forget_images():

@@ -18,7 +18,7 @@ from ..data import ForgetSpec, ForgetSplit
 from ..metrics import METRIC_KEYS, Evaluation, avg_gap
 from ..runs import RunResult, score
 from ..workspace import Workspace
-from .references import workspace_identity
+from .references import shipped_original_scores, workspace_identity
 from . import embed
 from .embed import Embedding, ModelView, model_view, stratified_sample, view_features
 from .jobs import RunRecord
@@ -147,14 +147,19 @@ _original_lock = threading.Lock()
 
 
 def original_scores(ws: Workspace, split: ForgetSplit, seed: int) -> "Future[Evaluation]":
-    """The untouched original scored on ``split`` (the row every table carries), computed once per
-    original, split and seed in the background; the latest few are kept."""
+    """The untouched original scored on ``split`` (the row every table carries): the shipped scores where
+    there are some, else computed once per original, split and seed in the background; the latest few are kept."""
     identity = workspace_identity(ws)
     key = (identity, str(ws.device), split.spec, split.num_forget, seed)
     with _original_lock:
         future = _original_scores.get(key)
         if future is None or (future.done() and future.exception() is not None):
-            future = embed.background(score, ws, ws.original, split, seed)
+            shipped = shipped_original_scores(ws, split, seed)
+            if shipped is None:
+                future = embed.background(score, ws, ws.original, split, seed)
+            else:
+                future = Future()
+                future.set_result(shipped)
             _original_scores[key] = future
             while len(_original_scores) > _ORIGINAL_SCORES_KEPT:
                 _original_scores.popitem(last=False)

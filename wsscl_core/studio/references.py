@@ -1,4 +1,5 @@
-"""Shipped Retrain references: Retrain's model and scores, built once for the shipped original model.
+"""Shipped Retrain references: Retrain's model and scores, built once for the shipped original model,
+and the untouched original's own scores on the same forget sets.
 
 Retrain (training from scratch on the retain set with the original's recipe) is the one yardstick
 that tells a learner whether an unlearning run was good, and it costs as long as training the
@@ -12,6 +13,10 @@ into the model, so scores and the model the panels draw are the same model. Ever
 manifest carry the identity of the original they belong to (the dataset's fingerprint and a hash of
 the original's weights); :func:`load_references` accepts them only for a workspace with that same
 identity, and otherwise says why they are ignored.
+
+The original's scores on those forget sets (the row every table carries) are shipped too, in one file
+(:data:`ORIGINAL_SCORES`): scoring the original takes seconds of CPU, and computed while a run trains it
+would compete with the run for the same cores.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from ..workspace import Workspace
 
 REFERENCE_DIR = ASSETS_DIR / "retrain_references"
 MANIFEST = "manifest.json"
+ORIGINAL_SCORES = "original_scores.pt"
 FORMAT = "wsscl-retrain-reference"
+ORIGINAL_FORMAT = "wsscl-original-scores"
 FORMAT_VERSION = 1
 SHIPPED_LABEL = "Retrain (shipped)"
 # Every single-class forget set and the random splits the studio offers by default, all at seed 0
@@ -188,6 +195,34 @@ def read_manifest(out_dir: Path | None = None) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def build_original_scores(ws: Workspace, out_dir: Path | None = None) -> Path:
+    """Score ``ws``'s untouched original on every shipped forget set and store the evaluations in one file."""
+    evaluations = {reference_name(spec, seed): _evaluation_payload(score(ws, ws.original, split_for(ws, spec), seed))
+                   for spec, seed in REFERENCE_REQUESTS}
+    path = Path(out_dir or REFERENCE_DIR) / ORIGINAL_SCORES
+    _atomic_write(path, {"format": ORIGINAL_FORMAT, "version": FORMAT_VERSION,
+                         "identity": workspace_identity(ws).describe(), "built": _machine(),
+                         "evaluations": evaluations})
+    return path
+
+
+def shipped_original_scores(ws: Workspace, split: ForgetSplit, seed: int,
+                            out_dir: Path | None = None) -> Evaluation | None:
+    """The shipped scores of ``ws``'s original on ``split`` at ``seed``; None when none were shipped for
+    that forget set or the file belongs to another original."""
+    path = Path(out_dir or REFERENCE_DIR) / ORIGINAL_SCORES
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if payload.get("format") != ORIGINAL_FORMAT or payload.get("identity") != workspace_identity(ws).describe():
+        return None
+    stored = payload["evaluations"].get(reference_name(_canonical(split.spec), seed))
+    return None if stored is None else _evaluation_from(stored)
 
 
 # --------------------------------------------------------------------------- the studio's view of them
