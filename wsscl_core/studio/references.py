@@ -212,14 +212,8 @@ def shipped_original_scores(ws: Workspace, split: ForgetSplit, seed: int,
                             out_dir: Path | None = None) -> Evaluation | None:
     """The shipped scores of ``ws``'s original on ``split`` at ``seed``; None when none were shipped for
     that forget set or the file belongs to another original."""
-    path = Path(out_dir or REFERENCE_DIR) / ORIGINAL_SCORES
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    if payload.get("format") != ORIGINAL_FORMAT or payload.get("identity") != workspace_identity(ws).describe():
+    payload = _own_payload(ws, Path(out_dir or REFERENCE_DIR) / ORIGINAL_SCORES, ORIGINAL_FORMAT)
+    if payload is None:
         return None
     stored = payload["evaluations"].get(reference_name(_canonical(split.spec), seed))
     return None if stored is None else _evaluation_from(stored)
@@ -312,14 +306,21 @@ def missing_requests(ws: Workspace, out_dir: Path | None = None) -> list[tuple[F
     return todo
 
 
-def _valid_file(ws: Workspace, path: Path) -> bool:
+def _own_payload(ws: Workspace, path: Path, file_format: str) -> dict[str, Any] | None:
+    """``path``'s contents when it is a readable ``file_format`` file built for ``ws``'s original, else None."""
     if not path.is_file():
-        return False
+        return None
     try:
         payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception:
-        return False
-    return payload.get("format") == FORMAT and payload.get("identity") == workspace_identity(ws).describe()
+        return None
+    if payload.get("format") != file_format or payload.get("identity") != workspace_identity(ws).describe():
+        return None
+    return payload
+
+
+def _valid_file(ws: Workspace, path: Path) -> bool:
+    return _own_payload(ws, path, FORMAT) is not None
 
 
 def manifest_entry(path: Path) -> dict[str, Any]:
