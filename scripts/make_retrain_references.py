@@ -64,7 +64,8 @@ def main() -> None:
         print(f"[{n}/{len(todo)}] {name}: Retrain {entry['rte_s']:.0f} s, {entry['bytes'] / 1024:.0f} KB; {scores}",
               flush=True)
     began = time.perf_counter()
-    path = references.build_original_scores(ws, args.out)
+    path = references.build_original_scores(
+        ws, args.out, lambda name, n, total: print(f"  the original on {name} ({n}/{total})", flush=True))
     print(f"the original's scores on the {len(references.REFERENCE_REQUESTS)} forget sets: {path.name}, "
           f"{time.perf_counter() - began:.0f} s", flush=True)
     total = references.references_total_bytes(args.out)

@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -197,10 +197,16 @@ def read_manifest(out_dir: Path | None = None) -> dict[str, Any] | None:
         return None
 
 
-def build_original_scores(ws: Workspace, out_dir: Path | None = None) -> Path:
-    """Score ``ws``'s untouched original on every shipped forget set and store the evaluations in one file."""
-    evaluations = {reference_name(spec, seed): _evaluation_payload(score(ws, ws.original, split_for(ws, spec), seed))
-                   for spec, seed in REFERENCE_REQUESTS}
+def build_original_scores(ws: Workspace, out_dir: Path | None = None,
+                          on_scored: Callable[[str, int, int], None] | None = None) -> Path:
+    """Score ``ws``'s untouched original on every shipped forget set and store the evaluations in one file;
+    ``on_scored(name, done, total)`` after each forget set."""
+    evaluations = {}
+    for spec, seed in REFERENCE_REQUESTS:
+        name = reference_name(spec, seed)
+        evaluations[name] = _evaluation_payload(score(ws, ws.original, split_for(ws, spec), seed))
+        if on_scored is not None:
+            on_scored(name, len(evaluations), len(REFERENCE_REQUESTS))
     path = Path(out_dir or REFERENCE_DIR) / ORIGINAL_SCORES
     _atomic_write(path, {"format": ORIGINAL_FORMAT, "version": FORMAT_VERSION,
                          "identity": workspace_identity(ws).describe(), "built": _machine(),
