@@ -8,9 +8,16 @@ The Home page draws its text and button before importing torch and the library (
 the first visit after the server starts pays that import (~2.5 s on a 2-core CPU) after Home is on screen.
 """
 
-import streamlit as st
+import os
 
-from pages import navigation
+# Idle OpenMP threads sleep instead of spinning (read when torch loads, after Home is on screen): the
+# run's training threads then share the CPU with the web server, the browser and the UMAP worker.
+# On a 2-core CPU this took the default demo from 34.4 s to 28.3 s (docs/BENCHMARKS.md, Studio timings).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
+
+from pages import navigation  # noqa: E402
 
 st.set_page_config(page_title="WSS-CL unlearning studio", page_icon=":material/cleaning_services:", layout="wide")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py does, before torch loads
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -76,7 +77,6 @@ WATCH_UMAP = """() => {
 
 
 def in_process() -> dict[str, float]:
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # as the studio does
     warm_start = time.perf_counter()
     embed.start_warm_up()
     ws = open_workspace()

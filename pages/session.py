@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlencode
 
 import streamlit as st
@@ -31,9 +30,9 @@ def enter_page(page_file: str) -> None:
 
 
 def start_up() -> None:
-    """Once per server: leave a CPU core to the UMAP worker and the web server (oversubscribed
-    OpenMP threads made training steps ~3x slower here), and start UMAP's warm-up."""
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    """Once per server: start UMAP's warm-up. Training keeps torch's default threads (one per core):
+    app.py makes idle OpenMP threads sleep, so they no longer take the core from the web server, the
+    browser and the UMAP worker (spinning threads made training steps ~3x slower here)."""
     embed.start_warm_up()
 
 

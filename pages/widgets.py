@@ -12,6 +12,8 @@ from wsscl_core.methods import literal_choices, settable_fields
 from wsscl_core.studio import plots
 from wsscl_core.studio.jobs import Job, RunRecord
 
+SIDEBAR_POLL_S = 2.5  # the sidebar's run status; a page with a live view polls that view as well, and
+# the sidebar's redraws every 1.0 s cost the default demo about 1 s on a 2-core CPU (27.5-28.1 s at 2.5 s).
 POLL_S = 0.8  # live-view refresh; measured 0.80 s median, 0.92 s max between updates. At 0.3 s the
 # redraws took so much CPU that the default demo ended 31.5 s after the click instead of 22.6 s.
 FIRST_POINT_WAIT_S = 0.6  # how long a new run's live view waits for its first progress event before drawing
@@ -131,7 +133,7 @@ def sidebar_status() -> None:
         _rerun_once_after(job)
 
     with st.sidebar:
-        st.fragment(body, run_every=1.0 if job.running else None)()
+        st.fragment(body, run_every=SIDEBAR_POLL_S if job.running else None)()
 
 
 def table(frame) -> None:
