@@ -1,6 +1,7 @@
 """The studio's pages through Streamlit's AppTest, on the digits dataset with tiny configs."""
 
 import json
+import os
 import pickle
 import time
 from concurrent.futures import Future
@@ -88,6 +89,16 @@ def test_home_explains_and_offers_the_demo(app):
     assert app.title[0].value == "WSS-CL unlearning studio"
     assert any("Computing on" in info.value for info in app.info)
     assert app.button[0].label == "Run the default demo"
+
+
+def test_idle_training_threads_sleep_unless_the_user_chose_otherwise(monkeypatch, digits_workspace):
+    """Spinning OpenMP threads took the browser's and the server's core (docs/BENCHMARKS.md, Studio timings)."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    make_app(digits_workspace)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    make_app(digits_workspace)
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 @pytest.mark.parametrize("page", ["pages/model.py", "pages/unlearn.py", "pages/compare.py", "pages/methods.py",
