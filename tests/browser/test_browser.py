@@ -37,7 +37,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def studio_url():
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # One training thread: the suite's other worker runs tests on the second core.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
