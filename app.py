@@ -12,7 +12,8 @@ import os
 
 # Idle OpenMP threads sleep instead of spinning (read when torch loads, after Home is on screen): the
 # run's training threads then share the CPU with the web server, the browser and the UMAP worker.
-# On a 2-core CPU this took the default demo from 34.4 s to 28.3 s (docs/BENCHMARKS.md, Studio timings).
+# On a 2-core CPU, training on both cores, the default demo took 28.3-29.2 s with sleeping threads and
+# 30.7 s with spinning ones (34.4 s on one training thread; docs/BENCHMARKS.md, Studio timings).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
