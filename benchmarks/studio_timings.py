@@ -1,6 +1,6 @@
 """Studio timings: app start to usable Home, Run to first live chart point, a default run with
 metrics, Avg.Gap after the run (shipped Retrain), UMAP warm-up, the UMAP view of a finished run,
-and Stop.
+and Stop (in process, and in the browser from the click to the page saying so).
 
     python benchmarks/studio_timings.py                     # in-process measurements + the browser ones
     python benchmarks/studio_timings.py --no-browser
@@ -10,8 +10,8 @@ and Stop.
 The in-process part does what the app does (same thread count, UMAP warming up in its worker
 process while the run trains); the browser part starts ``streamlit run app.py`` (a fresh server)
 and drives Debian's Chromium with Playwright: the default demo, then Compare until the UMAP view is
-drawn. Times in the page come from the page's own clock (MutationObservers), so Playwright's
-polling does not add to them.
+drawn, then the demo again from Home, stopped 5 s in. Times in the page come from the page's own
+clock (MutationObservers), so Playwright's polling does not add to them.
 """
 
 from __future__ import annotations
@@ -61,6 +61,16 @@ WATCH_RESULT = """() => {
     if (window.__avgGap === undefined && metrics.some(m => m.includes('Avg.Gap to Retrain') && /\d/.test(m)))
       window.__avgGap = performance.now() - t0;
     if (window.__finished !== undefined && window.__avgGap !== undefined) observer.disconnect();
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+# Installed just before pressing Stop: when the page first says the run stopped (ms since the click).
+WATCH_STOPPED = """() => {
+  const t0 = performance.now();
+  new MutationObserver((_, observer) => {
+    if (document.body.innerText.includes('Stopped: the original model is unchanged')) {
+      window.__stopped = performance.now() - t0;
+      observer.disconnect();
+    }
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 # Installed before opening Compare: when the UMAP view is first drawn (ms since the click on Compare).
@@ -142,7 +152,8 @@ def free_port() -> int:
 
 
 def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, float | None]:
-    """A fresh ``streamlit run app.py`` in ``root``: the default demo, then Compare until UMAP is drawn."""
+    """A fresh ``streamlit run app.py`` in ``root``: the default demo, then Compare until UMAP is drawn,
+    then the demo again, stopped."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -193,6 +204,7 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
             page.wait_for_function("window.__umap !== undefined", timeout=300_000)
             umap_after_compare = page.evaluate("window.__umap") / 1000
             umap_since_start = compare_clicked - start + umap_after_compare
+            stop_on_screen = stop_in_browser(page, idle)
         finally:
             server.terminate()
             server.wait(10)
@@ -205,7 +217,23 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
             "click_to_run_finished_on_screen_s": run_done,
             "run_finished_to_avg_gap_on_screen_s": gap_after_end,
             "compare_opened_to_umap_drawn_s": umap_after_compare,
-            "app_start_to_umap_drawn_s": umap_since_start}
+            "app_start_to_umap_drawn_s": umap_since_start,
+            "stop_clicked_to_stopped_on_screen_s (default demo, 5 s in)": stop_on_screen}
+
+
+def stop_in_browser(page, idle: str, after_s: float = 5.0) -> float:
+    """From Home, start the default demo again, press Stop ``after_s`` seconds in, and time (the page's
+    clock) until the page says the run stopped."""
+    page.get_by_role("link", name="Home").first.click()
+    page.wait_for_selector(idle)
+    page.get_by_role("button", name="Run the default demo").click()
+    stop = page.get_by_role("button", name="Stop training")
+    stop.wait_for(timeout=60_000)
+    time.sleep(after_s)
+    page.evaluate(WATCH_STOPPED)
+    stop.click()
+    page.wait_for_function("window.__stopped !== undefined", timeout=60_000)
+    return page.evaluate("window.__stopped") / 1000
 
 
 def main() -> None:
