@@ -1,0 +1,48 @@
+"""One line per method over several class-forgetting benchmarks: UA per class, kept-class TA gap, Avg.Gap.
+
+    PYTHONPATH=. python benchmarks/class_summary.py runs/mnist-5k/*_class-3.json runs/mnist-5k/*_class-7.json ...
+
+Reads the JSON files that `bench` writes (one per forgotten class, same methods and seeds) and prints, for
+each method, the forgotten class's UA (mean over seeds; Retrain's is 100 %), the kept-class TA minus
+Retrain's, each class's Avg.Gap and their mean, so the class targets (UA = 100 %, kept-class TA within 1
+point of Retrain) can be read for every class at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from wsscl_core.bench import REFERENCE, label_of
+
+
+def mean_of(rows: list[dict], method: str, key: str) -> float:
+    return float(np.mean([r["scores"][key] if key in r["scores"] else r[key] for r in rows if r["method"] == method]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", help="bench JSON files, one per forgotten class")
+    args = parser.parse_args()
+
+    tables = [json.load(open(path)) for path in args.files]
+    labels = [t["forget"].split(":", 1)[1] for t in tables]
+    methods = list(dict.fromkeys(r["method"] for t in tables for r in t["rows"] if r["method"] != REFERENCE))
+    head = ["Method", *(f"UA {c}" for c in labels), *(f"kept TA − Retrain, {c}" for c in labels),
+            *(f"Avg.Gap {c}" for c in labels), "mean Avg.Gap"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for method in methods:
+        ua = [mean_of(t["rows"], method, "UA") for t in tables]
+        kept = [mean_of(t["rows"], method, "TA_remaining") - mean_of(t["rows"], REFERENCE, "TA_remaining")
+                for t in tables]
+        gaps = [mean_of(t["rows"], method, "avg_gap") for t in tables]
+        print(f"| {label_of(method)} | " + " | ".join([*(f"{v:.2f}" for v in ua), *(f"{v:+.2f}" for v in kept),
+                                                     *(f"{v:.2f}" for v in gaps), f"{np.mean(gaps):.2f}"]) + " |")
+    seeds = sorted({r["seed"] for t in tables for r in t["rows"]})
+    print(f"\n{tables[0]['dataset']}, model {tables[0]['model']}, seeds {seeds}; means over seeds, in %.")
+
+
+if __name__ == "__main__":
+    main()
