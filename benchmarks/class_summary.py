@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from wsscl_core.bench import REFERENCE, label_of
 
 
 def mean_of(rows: list[dict], method: str, key: str) -> float:
+    """A score (or ``avg_gap``, kept beside the scores) of ``method``, averaged over its seeds."""
     return float(np.mean([r["scores"][key] if key in r["scores"] else r[key] for r in rows if r["method"] == method]))
 
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("files", nargs="+", help="bench JSON files, one per forgotten class")
     args = parser.parse_args(argv)
 
-    tables = [json.load(open(path)) for path in args.files]
+    tables = [json.loads(Path(path).read_text()) for path in args.files]
     for path, table in zip(args.files, tables):
         check_complete(path, table["rows"])
     labels = [t["forget"].split(":", 1)[1] for t in tables]
