@@ -11,30 +11,26 @@ point of Retrain) can be read for every class at once.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
-from wsscl_core.bench import REFERENCE, label_of
+from wsscl_core.bench import REFERENCE, BenchResult, label_of, read_outputs
 
 
-def mean_of(rows: list[dict], method: str, key: str) -> float:
-    """A score (or ``avg_gap``, kept beside the scores) of ``method``, averaged over its seeds."""
-    return float(np.mean([r["scores"][key] if key in r["scores"] else r[key] for r in rows if r["method"] == method]))
+def mean_of(result: BenchResult, method: str, key: str) -> float:
+    """A score of ``method``, averaged over its seeds."""
+    return float(np.mean([r.scores[key] for r in result.of(method)]))
 
 
-def check_complete(path: str, rows: list[dict]) -> None:
+def check_complete(path: str, result: BenchResult) -> None:
     """`bench` writes its files after every row, so a file may hold a benchmark still running or cut off:
     its means would mix seeds. Refuse it unless every method has Retrain's seeds."""
-    seeds: dict[str, list[int]] = {}
-    for row in rows:
-        seeds.setdefault(row["method"], []).append(row["seed"])
-    short = {m: s for m, s in seeds.items() if sorted(s) != sorted(seeds.get(REFERENCE, []))}
+    seeds = {m: sorted(r.seed for r in result.of(m)) for m in result.methods()}
+    short = {m: s for m, s in seeds.items() if s != seeds.get(REFERENCE, [])}
     if short or REFERENCE not in seeds:
-        raise SystemExit(f"{path} is incomplete: " + (", ".join(f"{m} has seeds {sorted(s)}" for m, s in short.items())
+        raise SystemExit(f"{path} is incomplete: " + (", ".join(f"{m} has seeds {s}" for m, s in short.items())
                                                       or "it has no Retrain rows")
-                         + f", Retrain {sorted(seeds.get(REFERENCE, []))}.")
+                         + f", Retrain {seeds.get(REFERENCE, [])}.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,23 +38,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("files", nargs="+", help="bench JSON files, one per forgotten class")
     args = parser.parse_args(argv)
 
-    tables = [json.loads(Path(path).read_text()) for path in args.files]
+    tables = [read_outputs(path) for path in args.files]
     for path, table in zip(args.files, tables):
-        check_complete(path, table["rows"])
-    labels = [t["forget"].split(":", 1)[1] for t in tables]
-    methods = list(dict.fromkeys(r["method"] for t in tables for r in t["rows"] if r["method"] != REFERENCE))
+        check_complete(path, table)
+    labels = [t.forget.split(":", 1)[1] for t in tables]
+    methods = [m for m in dict.fromkeys(m for t in tables for m in t.methods()) if m != REFERENCE]
     head = ["Method", *(f"UA {c}" for c in labels), *(f"kept TA − Retrain, {c}" for c in labels),
             *(f"Avg.Gap {c}" for c in labels), "mean Avg.Gap"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for method in methods:
-        ua = [mean_of(t["rows"], method, "UA") for t in tables]
-        kept = [mean_of(t["rows"], method, "TA_remaining") - mean_of(t["rows"], REFERENCE, "TA_remaining")
-                for t in tables]
-        gaps = [mean_of(t["rows"], method, "avg_gap") for t in tables]
+        ua = [mean_of(t, method, "UA") for t in tables]
+        kept = [mean_of(t, method, "TA_remaining") - mean_of(t, REFERENCE, "TA_remaining") for t in tables]
+        gaps = [t.mean_gap(method) for t in tables]
         print(f"| {label_of(method)} | " + " | ".join([*(f"{v:.2f}" for v in ua), *(f"{v:+.2f}" for v in kept),
                                                      *(f"{v:.2f}" for v in gaps), f"{np.mean(gaps):.2f}"]) + " |")
-    seeds = sorted({r["seed"] for t in tables for r in t["rows"]})
-    print(f"\n{tables[0]['dataset']}, model {tables[0]['model']}, seeds {seeds}; means over seeds, in %.")
+    seeds = sorted({r.seed for t in tables for r in t.rows})
+    print(f"\n{tables[0].dataset}, model {tables[0].model}, seeds {seeds}; means over seeds, in %.")
 
 
 if __name__ == "__main__":

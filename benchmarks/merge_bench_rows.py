@@ -12,16 +12,9 @@ re-run rows is taken against the base run's Retrain time.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from wsscl_core.bench import REFERENCE, BenchResult, BenchRow, per_class_markdown, table_markdown, write_outputs
-
-
-def load(path: Path) -> BenchResult:
-    document = json.loads(path.read_text())
-    rows = [BenchRow(**row) for row in document["rows"]]
-    return BenchResult(document["forget"], document["dataset"], document["model"], rows, document["classes"])
+from wsscl_core.bench import REFERENCE, BenchResult, per_class_markdown, read_outputs, table_markdown, write_outputs
 
 
 def merge(base: BenchResult, rerun: BenchResult) -> BenchResult:
@@ -46,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rerun", type=Path)
     p.add_argument("--out-dir", type=Path, default=None, help="also write the merged CSV/JSON here (to merge again)")
     args = p.parse_args(argv)
-    result = merge(load(args.base), load(args.rerun))
+    result = merge(read_outputs(args.base), read_outputs(args.rerun))
     if args.out_dir is not None:
         write_outputs(result, args.out_dir)
     print(table_markdown(result))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wsscl_core.__main__ import main
-from wsscl_core.bench import per_class_markdown, run_benchmark, table_markdown, write_outputs
+from wsscl_core.bench import per_class_markdown, read_outputs, run_benchmark, table_markdown, write_outputs
 from wsscl_core.checkpoints import save_checkpoint
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import RunCancelled, WssclError
@@ -126,7 +126,7 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
     base_json = write_outputs(base, tmp_path / "base")[1]
     rerun_json = write_outputs(rerun, tmp_path / "rerun")[1]
     assert merger.main([str(base_json), str(rerun_json), "--out-dir", str(tmp_path / "merged")]) == 0
-    assert merger.load(tmp_path / "merged" / base_json.name).of("ga")[0].config["epochs"] == 2
+    assert read_outputs(tmp_path / "merged" / base_json.name).of("ga")[0].config["epochs"] == 2
     other = run_benchmark(ws, ["retrain", "ga"], "random:0.1", [1], {"ga": {"epochs": 2}})
     for row in other.rows:
         row.seed = 0  # same seed number, but another split and Retrain

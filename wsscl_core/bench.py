@@ -197,6 +197,13 @@ def per_class_markdown(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def read_outputs(json_path: str | Path) -> BenchResult:
+    """A benchmark back from the JSON that :func:`write_outputs` wrote, to merge or summarise it."""
+    document = json.loads(Path(json_path).read_text())
+    return BenchResult(document["forget"], document["dataset"], document["model"],
+                       [BenchRow(**row) for row in document["rows"]], document["classes"])
+
+
 def write_outputs(result: BenchResult, out_dir: str | Path) -> list[Path]:
     """Per-seed rows as CSV and everything as JSON, written together atomically."""
     out = Path(out_dir)
