@@ -1,12 +1,17 @@
-"""Replace some methods' rows of a benchmark with those of a later run on the same splits, and print the table.
+"""Join benchmark runs of the same setting: a re-run's methods into a base table, or runs of other seeds.
 
     PYTHONPATH=. python benchmarks/merge_bench_rows.py BASE.json RERUN.json [--out-dir DIR]
+    PYTHONPATH=. python benchmarks/merge_bench_rows.py --join-seeds SEED0.json SEED1.json ... [--out-dir DIR]
 
 When one method's defaults change, only that method needs running again. ``RERUN.json`` comes from
 ``bench --methods retrain,M1,M2 ...`` with the same checkpoint, forget set and seeds as ``BASE.json``.
 The merge is refused unless Retrain's scores in both runs are identical seed by seed (same splits,
 same Retrain model), so every gap in the merged table is to the same reference. RTE / Retrain of the
 re-run rows is taken against the base run's Retrain time.
+
+``--join-seeds`` puts side by side runs of other seeds (``bench --seed S --seeds 1`` in parallel processes,
+one per core), each scored against its own seed's Retrain. It is refused unless every run has the same
+methods and no seed appears twice, so each method's mean is over the same seeds.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from pathlib import Path
 from wsscl_core.bench import REFERENCE, BenchResult, per_class_markdown, read_outputs, table_markdown, write_outputs
 
 
+def _check_same_setting(results: list[BenchResult]) -> None:
+    if len({(r.forget, r.dataset, r.model) for r in results}) > 1:
+        raise SystemExit("The runs are not of the same dataset, model and forget set.")
+
+
 def merge(base: BenchResult, rerun: BenchResult) -> BenchResult:
     """``base`` with every non-Retrain method of ``rerun`` replaced (or added) by ``rerun``'s rows."""
-    if (base.forget, base.dataset, base.model) != (rerun.forget, rerun.dataset, rerun.model):
-        raise SystemExit("The two runs are not of the same dataset, model and forget set.")
+    _check_same_setting([base, rerun])
     reference = {r.seed: r.scores for r in base.of(REFERENCE)}
     if {r.seed: r.scores for r in rerun.of(REFERENCE)} != reference:
         raise SystemExit("Retrain's scores differ between the runs (other splits or another Retrain); "
@@ -33,13 +42,29 @@ def merge(base: BenchResult, rerun: BenchResult) -> BenchResult:
     return BenchResult(base.forget, base.dataset, base.model, rows, base.classes)
 
 
+def join_seeds(parts: list[BenchResult]) -> BenchResult:
+    """One table of runs on other seeds: every part's rows, seed by seed as ``bench`` writes them."""
+    _check_same_setting(parts)
+    order = parts[0].methods()
+    if any(sorted(p.methods()) != sorted(order) for p in parts):
+        raise SystemExit("The runs have other methods (a run was cut off?): a mean would be over other seeds.")
+    seeds = [r.seed for p in parts for r in p.of(REFERENCE)]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"A seed appears in more than one run ({sorted(seeds)}).")
+    rows = sorted((r for p in parts for r in p.rows), key=lambda r: (r.seed, order.index(r.method)))
+    return BenchResult(parts[0].forget, parts[0].dataset, parts[0].model, rows, parts[0].classes)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("base", type=Path)
-    p.add_argument("rerun", type=Path)
+    p.add_argument("runs", type=Path, nargs="+", help="BASE.json RERUN.json, or with --join-seeds two or more runs")
+    p.add_argument("--join-seeds", action="store_true", help="join runs of other seeds instead of replacing methods")
     p.add_argument("--out-dir", type=Path, default=None, help="also write the merged CSV/JSON here (to merge again)")
     args = p.parse_args(argv)
-    result = merge(read_outputs(args.base), read_outputs(args.rerun))
+    if len(args.runs) < 2 or (len(args.runs) > 2 and not args.join_seeds):
+        p.error("give BASE.json and RERUN.json, or two or more runs with --join-seeds")
+    parts = [read_outputs(path) for path in args.runs]
+    result = join_seeds(parts) if args.join_seeds else merge(*parts)
     if args.out_dir is not None:
         write_outputs(result, args.out_dir)
     print(table_markdown(result))

@@ -134,6 +134,29 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
         merger.merge(base, other)
 
 
+def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(digits_workspace, tmp_path, capsys):
+    """benchmarks/merge_bench_rows.py --join-seeds: runs of seeds 0 and 1 give the table of one run over both
+    seeds; a repeated seed or a run with other methods (one cut off) is refused."""
+    merger = _benchmark_script("merge_bench_rows")
+    ws, overrides = digits_workspace, {"ft": {"epochs": 1}}
+    both = run_benchmark(ws, ["retrain", "ft"], "random:0.1", [0, 1], overrides)
+    parts = [run_benchmark(ws, ["retrain", "ft"], "random:0.1", [seed], overrides) for seed in (1, 0)]
+    files = [str(write_outputs(part, tmp_path / str(i))[1]) for i, part in enumerate(parts)]
+    assert merger.main(["--join-seeds", *files]) == 0
+    joined = merger.join_seeds(parts)
+    assert [(r.method, r.seed) for r in joined.rows] == [(r.method, r.seed) for r in both.rows]
+    assert [r.scores for r in joined.rows] == [r.scores for r in both.rows]
+    printed, expected = capsys.readouterr().out.splitlines(), table_markdown(both).splitlines()
+    # every column but the wall times: method, UA, RA, TA, MIA, loss-attack AUC, Avg.Gap; then the seeds line
+    assert [line.split("|")[1:8] for line in printed[2:5]] == [line.split("|")[1:8] for line in expected[2:5]]
+    assert printed[6] == expected[6] and "seeds [0, 1]" in printed[6]
+    with pytest.raises(SystemExit, match="more than one run"):
+        merger.join_seeds([parts[0], parts[0]])
+    cut_off = run_benchmark(ws, ["retrain"], "random:0.1", [2])
+    with pytest.raises(SystemExit, match="other methods"):
+        merger.join_seeds([*parts, cut_off])
+
+
 def test_class_summary_reads_each_class_table_as_bench_scored_it(digits_workspace, tmp_path, capsys):
     """benchmarks/class_summary.py: per class, the method's UA, kept-class TA minus Retrain's and Avg.Gap are
     the means of that class's benchmark rows, and the last column is their mean over classes."""
