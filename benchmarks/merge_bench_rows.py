@@ -11,12 +11,14 @@ re-run rows is taken against the base run's Retrain time.
 
 ``--join-seeds`` puts side by side runs of other seeds (``bench --seed S --seeds 1`` in parallel processes,
 one per core), each scored against its own seed's Retrain. It is refused unless every run has the same
-methods and no seed appears twice, so each method's mean is over the same seeds.
+methods and no seed appears twice, so each method's mean is over the same seeds; with ``--finished-only``
+the methods that some run did not finish (a run cut off) are left out instead, and named.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from wsscl_core.bench import REFERENCE, BenchResult, per_class_markdown, read_outputs, table_markdown, write_outputs
@@ -42,16 +44,21 @@ def merge(base: BenchResult, rerun: BenchResult) -> BenchResult:
     return BenchResult(base.forget, base.dataset, base.model, rows, base.classes)
 
 
-def join_seeds(parts: list[BenchResult]) -> BenchResult:
-    """One table of runs on other seeds: every part's rows, seed by seed as ``bench`` writes them."""
+def join_seeds(parts: list[BenchResult], finished_only: bool = False) -> BenchResult:
+    """One table of runs on other seeds: every part's rows, seed by seed as ``bench`` writes them.
+    ``finished_only``: keep the methods that every part has, instead of refusing parts that differ."""
     _check_same_setting(parts)
-    order = parts[0].methods()
+    order = [m for m in parts[0].methods() if all(m in p.methods() for p in parts)]
     if any(sorted(p.methods()) != sorted(order) for p in parts):
-        raise SystemExit("The runs have other methods (a run was cut off?): a mean would be over other seeds.")
+        if not finished_only:
+            raise SystemExit("The runs have other methods (a run was cut off?): a mean would be over other seeds.")
+        dropped = sorted({m for p in parts for m in p.methods()} - set(order))
+        print(f"left out, not finished on every seed: {', '.join(dropped)}", file=sys.stderr)
     seeds = [r.seed for p in parts for r in p.of(REFERENCE)]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"A seed appears in more than one run ({sorted(seeds)}).")
-    rows = sorted((r for p in parts for r in p.rows), key=lambda r: (r.seed, order.index(r.method)))
+    rows = sorted((r for p in parts for r in p.rows if r.method in order),
+                  key=lambda r: (r.seed, order.index(r.method)))
     return BenchResult(parts[0].forget, parts[0].dataset, parts[0].model, rows, parts[0].classes)
 
 
@@ -59,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, nargs="+", help="BASE.json RERUN.json, or with --join-seeds two or more runs")
     p.add_argument("--join-seeds", action="store_true", help="join runs of other seeds instead of replacing methods")
+    p.add_argument("--finished-only", action="store_true",
+                   help="with --join-seeds: leave out the methods some run did not finish instead of refusing")
     p.add_argument("--out-dir", type=Path, default=None, help="also write the merged CSV/JSON here (to merge again)")
     args = p.parse_args(argv)
     if len(args.runs) < 2 or (len(args.runs) > 2 and not args.join_seeds):
         p.error("give BASE.json and RERUN.json, or two or more runs with --join-seeds")
     parts = [read_outputs(path) for path in args.runs]
-    result = join_seeds(parts) if args.join_seeds else merge(*parts)
+    result = join_seeds(parts, args.finished_only) if args.join_seeds else merge(*parts)
     if args.out_dir is not None:
         write_outputs(result, args.out_dir)
     print(table_markdown(result))

@@ -136,7 +136,8 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
 
 def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(digits_workspace, tmp_path, capsys):
     """benchmarks/merge_bench_rows.py --join-seeds: runs of seeds 0 and 1 give the table of one run over both
-    seeds; a repeated seed or a run with other methods (one cut off) is refused."""
+    seeds; a repeated seed is refused, and a run with other methods (one cut off) too unless only the methods
+    every run finished are asked for."""
     merger = _benchmark_script("merge_bench_rows")
     ws, overrides = digits_workspace, {"ft": {"epochs": 1}}
     both = run_benchmark(ws, ["retrain", "ft"], "random:0.1", [0, 1], overrides)
@@ -155,6 +156,9 @@ def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(digits_works
     cut_off = run_benchmark(ws, ["retrain"], "random:0.1", [2])
     with pytest.raises(SystemExit, match="other methods"):
         merger.join_seeds([*parts, cut_off])
+    finished = merger.join_seeds([*parts, cut_off], finished_only=True)
+    assert finished.methods() == ["retrain", "original"] and sorted({r.seed for r in finished.rows}) == [0, 1, 2]
+    assert "left out, not finished on every seed: ft" in capsys.readouterr().err
 
 
 def test_class_summary_reads_each_class_table_as_bench_scored_it(digits_workspace, tmp_path, capsys):
