@@ -1,5 +1,6 @@
 """Retrain and FT through the registry, parameter validation, and the CLI end to end on digits."""
 
+import dataclasses
 import json
 import re
 import threading
@@ -135,25 +136,25 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
 
 
 def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(digits_workspace, tmp_path, capsys):
-    """benchmarks/merge_bench_rows.py --join-seeds: runs of seeds 0 and 1 give the table of one run over both
-    seeds; a repeated seed is refused, and a run with other methods (one cut off) too unless only the methods
-    every run finished are asked for."""
+    """benchmarks/merge_bench_rows.py --join-seeds: a two-seed run split into its seeds' runs (as one process per
+    seed writes them) joins back into the same table; a repeated seed is refused, and a run with other methods
+    (one cut off) too unless only the methods every run finished are asked for."""
     merger = _benchmark_script("merge_bench_rows")
-    ws, overrides = digits_workspace, {"ft": {"epochs": 1}}
-    both = run_benchmark(ws, ["retrain", "ft"], "random:0.1", [0, 1], overrides)
-    parts = [run_benchmark(ws, ["retrain", "ft"], "random:0.1", [seed], overrides) for seed in (1, 0)]
+    both = run_benchmark(digits_workspace, ["retrain", "ft"], "random:0.1", [0, 1], {"ft": {"epochs": 1}})
+
+    def seed_run(seed: int, methods: tuple[str, ...] = ("retrain", "original", "ft")):
+        return dataclasses.replace(both, rows=[r for r in both.rows if r.seed == seed and r.method in methods])
+
+    parts = [seed_run(1), seed_run(0)]
     files = [str(write_outputs(part, tmp_path / str(i))[1]) for i, part in enumerate(parts)]
     assert merger.main(["--join-seeds", *files]) == 0
     joined = merger.join_seeds(parts)
-    assert [(r.method, r.seed) for r in joined.rows] == [(r.method, r.seed) for r in both.rows]
-    assert [r.scores for r in joined.rows] == [r.scores for r in both.rows]
-    printed, expected = capsys.readouterr().out.splitlines(), table_markdown(both).splitlines()
-    # every column but the wall times: method, UA, RA, TA, MIA, loss-attack AUC, Avg.Gap; then the seeds line
-    assert [line.split("|")[1:8] for line in printed[2:5]] == [line.split("|")[1:8] for line in expected[2:5]]
-    assert printed[6] == expected[6] and "seeds [0, 1]" in printed[6]
+    assert [(r.method, r.seed, r.scores) for r in joined.rows] == [(r.method, r.seed, r.scores) for r in both.rows]
+    assert capsys.readouterr().out.splitlines()[:-1] == table_markdown(both).splitlines()[:-1]
     with pytest.raises(SystemExit, match="more than one run"):
         merger.join_seeds([parts[0], parts[0]])
-    cut_off = run_benchmark(ws, ["retrain"], "random:0.1", [2])
+    cut_off = dataclasses.replace(both, rows=[dataclasses.replace(r, seed=2)
+                                              for r in seed_run(1, ("retrain", "original")).rows])
     with pytest.raises(SystemExit, match="other methods"):
         merger.join_seeds([*parts, cut_off])
     finished = merger.join_seeds([*parts, cut_off], finished_only=True)
