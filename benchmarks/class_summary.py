@@ -23,14 +23,12 @@ def mean_of(result: BenchResult, method: str, key: str) -> float:
 
 
 def check_complete(path: str, result: BenchResult) -> None:
-    """`bench` writes its files after every row, so a file may hold a benchmark still running or cut off:
-    its means would mix seeds. Refuse it unless every method has Retrain's seeds."""
-    seeds = {m: sorted(r.seed for r in result.of(m)) for m in result.methods()}
-    short = {m: s for m, s in seeds.items() if s != seeds.get(REFERENCE, [])}
-    if short or REFERENCE not in seeds:
+    """Refuse a file of a benchmark still running or cut off: every method needs Retrain's seeds."""
+    short = result.short_of_retrain()
+    reference = sorted(r.seed for r in result.of(REFERENCE))
+    if short or not reference:
         raise SystemExit(f"{path} is incomplete: " + (", ".join(f"{m} has seeds {s}" for m, s in short.items())
-                                                      or "it has no Retrain rows")
-                         + f", Retrain {seeds.get(REFERENCE, [])}.")
+                                                      or "it has no Retrain rows") + f", Retrain {reference}.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,18 +48,19 @@ def join_seeds(parts: list[BenchResult], finished_only: bool = False) -> BenchRe
     """One table of runs on other seeds: every part's rows, seed by seed as ``bench`` writes them.
     ``finished_only``: keep the methods that every part has, instead of refusing parts that differ."""
     _check_same_setting(parts)
-    order = [m for m in parts[0].methods() if all(m in p.methods() for p in parts)]
-    if any(sorted(p.methods()) != sorted(order) for p in parts):
-        if not finished_only:
-            raise SystemExit("The runs have other methods (a run was cut off?): a mean would be over other seeds.")
-        dropped = sorted({m for p in parts for m in p.methods()} - set(order))
-        print(f"left out, not finished on every seed: {', '.join(dropped)}", file=sys.stderr)
     seeds = [r.seed for p in parts for r in p.of(REFERENCE)]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"A seed appears in more than one run ({sorted(seeds)}).")
-    rows = sorted((r for p in parts for r in p.rows if r.method in order),
-                  key=lambda r: (r.seed, order.index(r.method)))
-    return BenchResult(parts[0].forget, parts[0].dataset, parts[0].model, rows, parts[0].classes)
+    joined = BenchResult(parts[0].forget, parts[0].dataset, parts[0].model, [r for p in parts for r in p.rows],
+                         parts[0].classes)
+    short = joined.short_of_retrain()
+    if short and not finished_only:
+        raise SystemExit("The runs have other methods (a run was cut off?): a mean would be over other seeds.")
+    if short:
+        print(f"left out, not finished on every seed: {', '.join(sorted(short))}", file=sys.stderr)
+    order = [m for m in joined.methods() if m not in short]
+    joined.rows = sorted((r for r in joined.rows if r.method in order), key=lambda r: (r.seed, order.index(r.method)))
+    return joined
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,13 @@ class BenchResult:
     def mean_gap(self, method: str) -> float:
         return float(np.mean([r.avg_gap for r in self.of(method)]))
 
+    def short_of_retrain(self) -> dict[str, list[int]]:
+        """The methods without all of Retrain's seeds, with the seeds they have: rows of a benchmark still running
+        or cut off (``bench`` writes after every row), whose means would be over other seeds."""
+        reference = sorted(r.seed for r in self.of(REFERENCE))
+        seeds = {m: sorted(r.seed for r in self.of(m)) for m in self.methods()}
+        return {m: s for m, s in seeds.items() if s != reference}
+
     def failed(self, method: str) -> bool:
         """True when ``method`` did not get closer to Retrain than doing nothing (the Original row)."""
         return method not in (REFERENCE, ORIGINAL) and not self.mean_gap(method) < self.mean_gap(ORIGINAL)
