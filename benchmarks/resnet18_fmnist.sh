@@ -6,7 +6,7 @@
 # On an H200 the original, Retrain and the first ten methods take about 9.5 minutes: where one command may
 # run 10 minutes, name the rest in METHODS in a second command on the same machine (the original is reused)
 # and join the two tables with benchmarks/merge_bench_rows.py, which checks that Retrain repeated.
-# Measured on an H200: the original 75 s, each bench's start and Retrain about 90 s, a method 3-40 s; class 3
+# Measured on an H200: the original 60-80 s, each bench's start and Retrain about 90 s, a method 3-40 s; class 3
 # (bench --forget class:3) with Retrain and nine methods about 6 minutes.
 set -euo pipefail
 out=${1:?usage: benchmarks/resnet18_fmnist.sh OUT_DIR [EPOCHS] [DATASET] [METHODS]}
