@@ -216,6 +216,29 @@ def test_unseen_digits_split_keeps_every_image_once_with_its_label(tmp_path):
     assert sorted(seen) == sorted(by_image.items())
 
 
+def test_small_fashion_split_leaves_out_the_excluded_images():
+    """benchmarks/unseen_dataset.py's small-data source: the asked number of train and test images per
+    class, none of them one of the excluded (shipped subset) images, none in both parts, labels kept."""
+    import numpy as np
+
+    unseen = _benchmark_script("unseen_dataset")
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(10), 12).astype(np.uint8)
+    images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+    excluded = images[::4]  # three of each class's twelve
+    data = unseen.fashion_mnist_small({"train_images": images, "train_labels": labels}, excluded, 5, 4)
+    assert torch.bincount(data.train.labels).tolist() == [5] * 10
+    assert torch.bincount(data.test.labels).tolist() == [4] * 10
+    label_of = {image.tobytes(): int(y) for image, y in zip(images, labels)}
+    parts = [[bytes(img[0].numpy()) for img in part.images] for part in (data.train, data.test)]
+    assert not set(parts[0]) & set(parts[1])
+    assert not (set(parts[0]) | set(parts[1])) & {image.tobytes() for image in excluded}
+    for part, names in zip((data.train, data.test), parts):
+        assert [label_of[name] for name in names] == part.labels.tolist()
+    with pytest.raises(SystemExit, match="fewer than 5 \\+ 5"):
+        unseen.fashion_mnist_small({"train_images": images, "train_labels": labels}, excluded, 5, 5)
+
+
 def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):
     model, meta = digits_trained
     ckpt = save_checkpoint(tmp_path / "orig.pt", model, meta)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsscl_core.engine import (Phase, Round, StepOutput, StopRule, TrainRecipe, augment_batch, cross_entropy_loss,
-                               run_phases)
+from wsscl_core.engine import (Phase, Round, StepOutput, StopRule, TrainRecipe, augment_batch, batch_bounds,
+                               cross_entropy_loss, run_phases)
 from wsscl_core.errors import RunCancelled, RunDiverged
 from wsscl_core.models import build_model
 
@@ -157,28 +157,32 @@ def test_negatives_come_from_their_pool_in_the_asked_number(digits, num_negative
                                           negatives=pool, num_negatives=num_negatives)], epochs=1, lr=0.01,
                   batch_size=16)
     run_phases(_fresh(digits), digits, [phase])
-    assert [(n, views) for n, views, _ in seen] == [(16, 16), (16, 16), (8, 8)]
+    assert [(n, views) for n, views, _ in seen] == [(13, 13), (13, 13), (14, 14)]  # 40 in even batches
     for _, _, negatives in seen:
         assert len(negatives) == (num_negatives or 16)
         largest_pixel_difference = (negatives.flatten(1)[:, None] - pool_images[None]).abs().amax(2)
         assert torch.all(largest_pixel_difference.min(1).values == 0)  # every negative is an image of the pool
 
 
-def test_stop_rule_ends_a_forgetting_phase_once_forget_accuracy_falls_to_held_out(digits_trained, digits):
-    """Gradient ascent with a check every step: the phase ends early, at the first check where the forget
-    sample's accuracy is at or below the held-out sample's, and reports both; the returned step count is
-    the steps taken."""
+def test_stop_rule_ends_a_forgetting_phase_once_forget_accuracy_falls_to_held_out(memorising_digits_checkpoint,
+                                                                                  digits):
+    """Gradient ascent with a check every step, from a memorising original: the phase ends early, at the first
+    check where the forget sample's accuracy is at or below the held-out sample's, and reports both; the
+    returned step count is the steps taken."""
     from wsscl_core.methods.losses import negated_cross_entropy
+    from wsscl_core.workspace import open_workspace
+
+    original = open_workspace(memorising_digits_checkpoint, digits, device="cpu").original
 
     forget = torch.arange(200)
     rule = StopRule(forget, digits.test, every=1, sample=200)
     check = rule.probe(digits)
-    start_forget, start_held = check(digits_trained[0])
+    start_forget, start_held = check(original)
     assert start_forget > start_held, "the original fits its own train images better than unseen ones"
     events = []
     phase = Phase("ga", "GA", [Round("forget", forget, negated_cross_entropy, "forget")], epochs=20, lr=0.02,
                   batch_size=20, stop=rule)
-    model = copy.deepcopy(digits_trained[0])
+    model = copy.deepcopy(original)
     steps = run_phases(model, digits, [phase], on_progress=events.append)
     end = next(e for e in events if e.kind == "phase_end")
     assert 0 < steps < phase.total_steps() and end.step == steps == end.metrics["stopped_at_step"]
@@ -220,5 +224,62 @@ def test_a_phase_plans_exactly_the_images_it_processes(digits):
                              Round("retain", retain, counting, "retain", max_steps=3)],
                   epochs=2, lr=0.001, batch_size=64)
     run_phases(_fresh(digits), digits, [phase])
-    # forget: 3 batches (64, 64, 22) twice over plus 40 negatives each; retain: 3 full batches of 64
+    # forget: 3 batches (50 each) twice over plus 40 negatives each; retain: 3 full batches of 64
     assert phase.planned_images() == sum(seen) == 2 * ((150 * 2 + 3 * 40) + 3 * 64)
+
+
+@pytest.mark.parametrize("n, batch_size", [(900, 128), (1000, 128), (40, 16), (7, 8), (256, 128)])
+def test_batches_cover_every_sample_once_in_the_same_number_of_steps(n, batch_size):
+    """Both ways of cutting an epoch give ceil(n / batch_size) contiguous batches over all n samples; even
+    batches differ in size by at most one, ragged ones are full but the last; a pass cut short by
+    max_steps takes full batches either way."""
+    steps = -(-n // batch_size)
+    for batching in ("even", "ragged"):
+        bounds = batch_bounds(n, batch_size, batching)
+        assert len(bounds) == steps and bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(end == start for (_, end), (start, _) in zip(bounds, bounds[1:]))
+    even = [end - start for start, end in batch_bounds(n, batch_size, "even")]
+    ragged = [end - start for start, end in batch_bounds(n, batch_size, "ragged")]
+    assert max(even) - min(even) <= 1 and max(even) <= batch_size
+    assert ragged[:-1] == [batch_size] * (steps - 1) and ragged[-1] == n - (steps - 1) * batch_size
+    if steps > 1:
+        for batching in ("even", "ragged"):
+            cut = batch_bounds(n, batch_size, batching, max_steps=steps - 1)
+            assert [end - start for start, end in cut] == [batch_size] * (steps - 1)
+
+
+def test_the_recipe_batching_reaches_original_training_and_unlearning(tmp_path, digits, monkeypatch):
+    """New recipes cut even batches; a recipe recorded before the choice existed repeats ragged ones, in
+    the original's training and in every unlearning run on it (Retrain's and each method's rounds)."""
+    from wsscl_core import engine
+    from wsscl_core.checkpoints import save_checkpoint
+    from wsscl_core.data import ForgetSpec, make_forget_split
+    from wsscl_core.workspace import open_workspace, train_original
+
+    assert TrainRecipe().batching == "even" and TrainRecipe.from_dict(TrainRecipe().to_dict()) == TrainRecipe()
+    recorded = {k: v for k, v in TrainRecipe(epochs=1).to_dict().items() if k != "batching"}
+    assert TrainRecipe.from_dict(recorded).batching == "ragged"
+    assert TrainRecipe.from_dict(None).batching == "even"  # nothing recorded: today's default
+
+    sizes = []
+
+    def counting(model, batch):
+        sizes.append(len(batch.x))
+        return cross_entropy_loss(model, batch)
+
+    monkeypatch.setattr(engine, "cross_entropy_loss", counting)  # the loss a recipe's phase trains with
+    n = len(digits.train)
+    assert n % 128, "the digits train split must leave a partial batch for this test to tell the two apart"
+    ragged = [128] * (n // 128) + [n % 128]
+    model, meta = train_original(digits, "compact", TrainRecipe.from_dict(recorded), device="cpu")
+    assert sizes == ragged and meta["recipe"]["batching"] == "ragged"
+    sizes.clear()
+    train_original(digits, "compact", TrainRecipe(epochs=1), device="cpu")
+    assert len(sizes) == len(ragged) and max(sizes) - min(sizes) <= 1 and sum(sizes) == n
+    sizes.clear()
+    meta["recipe"] = recorded  # as a checkpoint written before batching was recorded
+    ws = open_workspace(save_checkpoint(tmp_path / "old.pt", model, meta), digits, device="cpu")
+    ctx = ws.context(make_forget_split(digits.train.labels, ForgetSpec.parse("random:0.1"), digits.num_classes))
+    ctx.train(ctx.copy_original(), [Phase("p", "P", [Round("r", torch.arange(n), counting)], epochs=1, lr=0.001,
+                                          batch_size=128)])
+    assert sizes == ragged

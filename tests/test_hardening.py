@@ -179,6 +179,7 @@ def _good_meta(digits) -> dict:
     ({"recipe": {"epochs": 0}}, r"recipe\.epochs must be a whole number of at least 1"),
     ({"recipe": {"lr": float("inf")}}, r"recipe\.lr must be a number above 0"),
     ({"recipe": {"schedule": "bogus"}}, r"recipe\.schedule must be one of constant, cosine, linear"),
+    ({"recipe": {"batching": "uneven"}}, r"recipe\.batching must be one of even, ragged"),
     ({"recipe": {"nesterov": True, "momentum": 0.0}}, r"recipe\.nesterov needs a momentum above 0"),
     ({"recipe": [1, 2]}, r"recipe must be a mapping"),
     ({"dataset": "fashion"}, r"dataset must be a mapping"),

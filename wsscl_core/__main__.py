@@ -25,7 +25,7 @@ from .data import DATASETS, DEFAULT_DATASET, dataset_names, load_dataset
 from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
 from .errors import WssclError
 from .fileio import atomic_write_text, check_output_dir, check_output_paths
-from .methods import METHODS, get_method
+from .methods import METHODS, get_method, literal_choices
 from .models import MODELS
 from .runs import RunRequest, check, execute, prepare, result_metadata
 from .workspace import open_workspace, train_original
@@ -256,14 +256,15 @@ def _start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
 
 def _recipe_options(parser: argparse.ArgumentParser) -> None:
     """One option per field of the training recipe, read from the dataclass (``--augment/--no-augment`` etc.)."""
+    choices = literal_choices(TrainRecipe)
     for f in dataclasses.fields(TrainRecipe):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(RECIPES["memorise"], f.name)
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"memorise recipe: {default}")
-        elif f.name == "schedule":
-            parser.add_argument(flag, default=None, choices=list(get_args(Schedule)), help=f"memorise recipe: {default}")
+        elif f.name in choices:
+            parser.add_argument(flag, default=None, choices=list(choices[f.name]), help=f"memorise recipe: {default}")
         else:
             parser.add_argument(flag, type=type(default), default=None, help=f"memorise recipe: {default}")
 

@@ -140,6 +140,7 @@ class MetaField:
 
 
 SCHEDULES = typing.get_args(typing.get_type_hints(TrainRecipe)["schedule"])
+BATCHINGS = typing.get_args(typing.get_type_hints(TrainRecipe)["batching"])
 
 RECIPE_FIELDS: tuple[MetaField, ...] = (
     MetaField("epochs", "a whole number of at least 1", _int_from(1)),
@@ -151,6 +152,7 @@ RECIPE_FIELDS: tuple[MetaField, ...] = (
     MetaField("schedule", f"one of {', '.join(SCHEDULES)}", lambda v: v in SCHEDULES),
     MetaField("warmup_fraction", "a number from 0 to below 1", lambda v: _is_finite(v) and 0 <= v < 1),
     MetaField("augment", "true or false", lambda v: isinstance(v, bool)),
+    MetaField("batching", f"one of {', '.join(BATCHINGS)}", lambda v: v in BATCHINGS),
 )
 DATASET_FIELDS: tuple[MetaField, ...] = (
     MetaField("name", "the dataset's name (text)", _is_text),

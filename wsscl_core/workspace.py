@@ -106,7 +106,7 @@ def train_original(data: Dataset, model_name: str = "compact", recipe: TrainReci
     on_device = data.to(device)
     start = time.perf_counter()
     run_phases(model, on_device, [recipe.phase(torch.arange(len(data.train)), label="Training the original model")],
-               seed=seed, on_progress=on_progress, cancel=cancel)
+               seed=seed, on_progress=on_progress, cancel=cancel, batching=recipe.batching)
     seconds = time.perf_counter() - start
     metrics = {"RA": accuracy(predict_logits(model, on_device.train.images), on_device.train.labels),
                "TA": accuracy(predict_logits(model, on_device.test.images), on_device.test.labels)}

@@ -250,7 +250,8 @@ class UnlearnContext:
                                           rounds=[dataclasses.replace(r, augment=False) for r in p.rounds]
                                           if plain else p.rounds)
                       for p in phases]
-        run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel)
+        run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel,
+                   batching=self.recipe.batching)
 
 
 @dataclass
