@@ -15,10 +15,14 @@ dataset=${3:-fashion-mnist}
 # the two WSS-CL variants and SalUn first: on a machine lent for a short time they are the rows that matter most
 methods=${4:-wsscl,wsscl_paper,salun,ft,l1_sparse,rl,iu,ga,bs,be,cl,wscl,wsscl_budget}
 python=${PYTHON:-python3}
+# The recorded tables' originals cut ragged batches (60,000 images leave 96 over), so a rerun repeats them and
+# merge_bench_rows.py can join new rows; BATCHING=even trains as `train` does by default.
+batching=${BATCHING:-ragged}
 mkdir -p "$out" runs
-original=runs/resnet18_${dataset}_e${epochs}.pt
+suffix=""; [ "$batching" = ragged ] || suffix="_$batching"  # the recorded commands' path for ragged
+original=runs/resnet18_${dataset}_e${epochs}${suffix}.pt
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU found: running on CPU"
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-[ -f "$original" ] || "$python" -m wsscl_core train --dataset "$dataset" --model resnet18 --epochs "$epochs" --out "$original"
+[ -f "$original" ] || "$python" -m wsscl_core train --dataset "$dataset" --model resnet18 --epochs "$epochs" --batching "$batching" --out "$original"
 "$python" -m wsscl_core bench --checkpoint "$original" --forget random:0.1 --seeds 1 --out-dir "$out" --methods "$methods"
