@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from unseen_dataset import fashion_mnist_small  # the script's folder is on the path
+from unseen_dataset import load_fashion_mnist_small  # the script's folder is on the path
 
-from wsscl_core.data import Dataset, load_default_subset, load_fashion_mnist_arrays
+from wsscl_core.data import Dataset
 from wsscl_core.engine import TrainRecipe
 from wsscl_core.workspace import train_original
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="900,904,912,920,928,944,960,1000")
     args = parser.parse_args()
-    data = fashion_mnist_small(load_fashion_mnist_arrays(), load_default_subset().train.images[:, 0].numpy(), 100, 200)
+    data = load_fashion_mnist_small(100, 200)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(5))
     print("| train images | left over (ragged) | ragged: train / test accuracy | even: train / test accuracy |")
     print("|---|---|---|---|")

