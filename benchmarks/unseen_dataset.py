@@ -34,7 +34,7 @@ from typing import get_args
 import numpy as np
 import torch
 
-from wsscl_core.__main__ import ProgressBar
+from wsscl_core.__main__ import ProgressBar, bench_overrides
 from wsscl_core.bench import per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
 from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.data import FASHION_CLASSES, Dataset, ImageSet, load_default_subset, load_fashion_mnist_arrays
@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--methods", default="all")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out-dir", default="runs/mnist-5k")
+    parser.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="override a hyperparameter, as bench --set does (a probe, not the defaults)")
     args = parser.parse_args()
 
     data = load_source(args)
@@ -127,6 +129,7 @@ def main() -> None:
           flush=True)
     ws = open_workspace(checkpoint_bytes(model, meta), data, device="cpu")
     result = run_benchmark(ws, resolve_methods(args.methods), args.forget, list(range(args.seeds)),
+                           bench_overrides(args.set),
                            progress_for=lambda m, s: ProgressBar(f"{m} s{s} "),
                            on_row=lambda partial: write_outputs(partial, args.out_dir))
     print(table_markdown(result))

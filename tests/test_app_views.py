@@ -199,7 +199,9 @@ def test_the_shipped_original_scores_are_the_shipped_model_scored_now(shipped_wo
     shipped = references.shipped_original_scores(ws, split, 1)
     again = score(ws, ws.original, split, 1)
     for key, value in again.scores().items():
-        assert shipped.scores()[key] == pytest.approx(value, abs=1e-6), key
+        # The loss AUC ranks 11,000 losses, many of them within float32 rounding of each other near confidence 1,
+        # and another CPU's kernels order a few such pairs the other way (2.2e-6 apart on a second machine).
+        assert shipped.scores()[key] == pytest.approx(value, abs=1e-5 if key == "MIA_AUC" else 1e-6), key
     np.testing.assert_array_equal(shipped.confusion_test, again.confusion_test)
     assert all(references.shipped_original_scores(ws, references.split_for(ws, spec), seed) is not None
                for spec, seed in references.REFERENCE_REQUESTS)

@@ -372,7 +372,8 @@ def test_tune_searches_learning_rates_in_the_defaults_units(digits_workspace, tm
     ga = [r for r in requests if r.method == "ga"]
     # and its rounds train as the study states (augmented, constant learning rate), whatever the defaults file holds
     assert [dict(r.overrides) for r in ga] == [{"epochs": 1, "lr": pytest.approx(0.002), "augment_rounds": True,
-                                                "schedule": "constant", "lr_per_forget_sample": False}]
+                                                "schedule": "constant", "lr_per_forget_sample": False,
+                                                "forget_pass_floor": False}]
 
 
 def test_a_point_another_worker_is_running_is_left_to_it(digits_workspace, tmp_path):
@@ -455,6 +456,8 @@ def test_round_option_variants_score_the_chosen_point_again(digits_trained, tmp_
     # FT trains on D_r alone, so its learning rate cannot count per forget sample
     assert main([*argv, "--trials", "1", "--lr-per-forget-sample", "--methods", "ft"]) == 2
     assert "trains in no rounds on the forget set, so it has no lr per forget sample variant" in capsys.readouterr().err
+    assert main([*argv, "--trials", "1", "--forget-pass-floor", "--methods", "l1_sparse"]) == 2
+    assert "trains in no rounds on the forget set, so it has no forget pass floor variant" in capsys.readouterr().err
 
 
 def _scored_study(storage, name, gaps, options=None, confirms=None, method="ft", forget="random:0.1", params=None):

@@ -450,16 +450,54 @@ def test_a_learning_rate_per_forget_sample_scales_every_forget_phase_by_the_forg
     assert any(not torch.allclose(per_sample[k], per_step[k], atol=1e-4) for k in given)
 
 
-def test_only_methods_with_forget_rounds_offer_a_learning_rate_per_forget_sample():
+@pytest.mark.parametrize("option", ["lr_per_forget_sample", "forget_pass_floor"])
+def test_only_methods_with_forget_rounds_offer_the_forget_set_round_options(option):
     """FT and ℓ1-sparse train on D_r alone: the option is neither shown nor accepted."""
     from wsscl_core.methods import settable_fields
 
     for method in ("ft", "l1_sparse"):
-        assert "lr_per_forget_sample" not in {f.name for f in settable_fields(make_config(method))}
-        with pytest.raises(WssclError, match="lr_per_forget_sample needs rounds on the forget set"):
-            make_config(method, {"lr_per_forget_sample": True})
+        assert option not in {f.name for f in settable_fields(make_config(method))}
+        with pytest.raises(WssclError, match=f"{option} needs rounds on the forget set"):
+            make_config(method, {option: True})
     for method in ("rl", "ga", "wsscl"):
-        assert "lr_per_forget_sample" in {f.name for f in settable_fields(make_config(method))}
+        assert option in {f.name for f in settable_fields(make_config(method))}
+
+
+def test_the_forget_pass_floor_repeats_a_phase_by_its_forget_steps_against_a_1000_image_pass():
+    """1,000 images at batch 128 take 8 steps: a 100-image forget pass (1 step) repeats its phase 8 times, a
+    140-image one (2 steps) 4 times; 1,000 images or more, a phase without forget rounds, or the option off: once."""
+    from wsscl_core.engine import Phase, Round, cross_entropy_loss
+    from wsscl_core.methods import RoundsConfig
+
+    def phase(forget: int, retain_steps: int | None = 3) -> Phase:
+        rounds = [Round("forget", torch.arange(forget), cross_entropy_loss, "forget")] if forget else []
+        return Phase("p", "p", rounds + [Round("retain", torch.arange(500), cross_entropy_loss, "retain",
+                                                max_steps=retain_steps)], epochs=2, lr=0.01, batch_size=128)
+
+    floor, off = RoundsConfig(forget_pass_floor=True), RoundsConfig()
+    assert [floor.forget_pass_repeats(phase(n)) for n in (100, 140, 700, 1000, 6000, 0)] == [8, 4, 1, 1, 1, 1]
+    assert off.forget_pass_repeats(phase(100)) == 1
+    assert [p.epochs for p in floor.round_phases(None, [phase(100), phase(0)])] == [16, 2]
+
+
+@pytest.mark.parametrize("method, overrides, repeated", [
+    ("rl", {"epochs": 1, "lr": 0.01, "batch_size": 128}, ("epochs",)),
+    ("cl", {"stage1_epochs": 1, "stage1_lr": 0.02, "stage2_epochs": 1, "stage2_lr": 0.01, "batch_size": 128},
+     ("stage1_epochs", "stage2_epochs")),
+])
+def test_the_forget_pass_floor_runs_a_small_forget_set_as_its_repeated_epochs(ctx_split, method, overrides, repeated):
+    """Digits' 140-image forget set is 2 steps at batch 128, so each phase on D_f runs 4 times its epochs:
+    step for step the run with those epochs given; and the planned compute counts the repeats."""
+    ctx = ctx_split("random:0.1")
+    floored = run_unlearning(method, ctx, {**overrides, "forget_pass_floor": True}).model.state_dict()
+    given_values = {k: v * 4 if k in repeated else v for k, v in overrides.items()}
+    given = run_unlearning(method, ctx, given_values).model.state_dict()
+    assert all(torch.allclose(floored[k], given[k], rtol=0, atol=1e-6) for k in given)
+    if method == "cl":
+        from wsscl_core.methods import planned_cost
+
+        assert planned_cost(method, ctx, make_config(method, {**overrides, "forget_pass_floor": True})) == \
+            pytest.approx(planned_cost(method, ctx, make_config(method, given_values)))
 
 
 def test_a_stop_reaches_the_training_loop(ctx_split):

@@ -127,7 +127,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     print(f"saved {stem} and {json_path}", file=sys.stderr)
 
 
-def _bench_overrides(items: list[str]) -> dict[str, dict]:
+def bench_overrides(items: list[str]) -> dict[str, dict]:
     overrides: dict[str, dict] = {}
     for item in items:
         method, dot, kv = item.partition(".")
@@ -144,7 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise WssclError(f"--seeds must be at least 1, got {args.seeds}.")
     _check_dataset(args.dataset)
     methods = resolve_methods(args.methods)
-    overrides = _bench_overrides(args.set)
+    overrides = bench_overrides(args.set)
     seeds = list(range(args.seed, args.seed + args.seeds))
     check_benchmark(methods, args.forget, seeds, overrides)
     check_output_dir(args.out_dir, "--out-dir")
@@ -199,7 +199,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     settings = tune.open_settings(datasets, args.checkpoint, cache, args.device, args.data_root)
     cancel = _cancel_on_interrupt()
     storage = tune.open_storage(args.storage)
-    options = tune.round_options(args.plain_rounds, args.schedule, args.lr_per_forget_sample)
+    options = tune.round_options(args.plain_rounds, args.schedule, args.lr_per_forget_sample, args.forget_pass_floor)
     if options and args.methods.strip() == "all":  # IU trains in no rounds (FT none on D_f); named, it is refused
         methods = [m for m in methods if tune.has_rounds(m, options)]
     if args.confirm_on:  # no trials: the chosen points of every round option again, on fresh points
@@ -349,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score in separate studies as --plain-rounds does, with learning rates that count per "
                          "forget sample (scaled by 0.1 / the forget set's share of the train split); methods with "
                          "rounds on the forget set only")
+    tu.add_argument("--forget-pass-floor", action="store_true",
+                    help="score in separate studies as --plain-rounds does, with phases on the forget set that take at "
+                         "least the steps per epoch of a pass over 1,000 images (a smaller forget set repeats its "
+                         "epochs); methods with rounds on the forget set only")
     tu.add_argument("--confirm-on", default=None, metavar="FORGET",
                     help="instead of trials: where a round-option variant scores lower than the base on the "
                          "objective (--forget), score each of the method's round options on these fresh forget sets "

@@ -172,8 +172,12 @@ class Phase:
     mask: dict[str, torch.Tensor] | None = None
     stop: StopRule | None = None
 
+    def round_steps(self, r: Round) -> int:
+        """Steps one epoch of round ``r`` (one of this phase's) takes."""
+        return _round_steps(r, self.batch_size)
+
     def steps_per_epoch(self) -> int:
-        return sum(_round_steps(r, self.batch_size) for r in self.rounds)
+        return sum(self.round_steps(r) for r in self.rounds)
 
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch()

@@ -105,24 +105,26 @@ def open_settings(datasets: list[str], checkpoint: str | None, cache_dir: Path, 
     return settings
 
 
-def round_options(plain_rounds: bool = False, schedule: str = "constant",
-                  lr_per_forget_sample: bool = False) -> dict[str, Any]:
+def round_options(plain_rounds: bool = False, schedule: str = "constant", lr_per_forget_sample: bool = False,
+                  forget_pass_floor: bool = False) -> dict[str, Any]:
     """The round options that differ from :data:`BASE_ROUNDS` (empty for a method's main study)."""
-    chosen = {"augment_rounds": not plain_rounds, "schedule": schedule, "lr_per_forget_sample": lr_per_forget_sample}
+    chosen = {"augment_rounds": not plain_rounds, "schedule": schedule, "lr_per_forget_sample": lr_per_forget_sample,
+              "forget_pass_floor": forget_pass_floor}
     return {key: value for key, value in chosen.items() if value != BASE_ROUNDS[key]}
 
 
 def every_round_options() -> list[dict[str, Any]]:
     """Every combination of round options, the base rounds first."""
-    return [round_options(plain, schedule, per_sample) for per_sample in (False, True) for plain in (False, True)
-            for schedule in get_args(Schedule)]
+    return [round_options(plain, schedule, per_sample, floor) for floor in (False, True)
+            for per_sample in (False, True) for plain in (False, True) for schedule in get_args(Schedule)]
 
 
 def rounds_label(options: dict[str, Any]) -> str:
     """How a study's rounds differ from the base ones, in words ("" for none)."""
     return ", ".join((["plain rounds"] if options.get("augment_rounds") is False else [])
                      + ([f"{options['schedule']} schedule"] if "schedule" in options else [])
-                     + (["lr per forget sample"] if options.get("lr_per_forget_sample") else []))
+                     + (["lr per forget sample"] if options.get("lr_per_forget_sample") else [])
+                     + (["forget pass floor"] if options.get("forget_pass_floor") else []))
 
 
 def study_name(method: str, forget: str, settings: list[TuneSetting], options: dict[str, Any] | None = None) -> str:

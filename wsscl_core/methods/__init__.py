@@ -28,6 +28,9 @@ MAX_LR = 10.0
 # The forget set's share of the train split at which a learning rate per forget sample equals the rate per
 # step (``lr_per_forget_sample``): the 10 % of the random-forgetting benchmark.
 REFERENCE_FORGET_FRACTION = 0.1
+# The forget set whose steps per pass a smaller one makes up for by repeating its passes
+# (``forget_pass_floor``): a class of the shipped subset, and its random 10 %.
+REFERENCE_FORGET_IMAGES = 1000
 SCENARIOS: tuple[str, ...] = get_args(Scenario)
 # Output classes a forgetting loss works over: those the retain set still contains, or all K.
 TargetClasses = Literal["retain", "all"]
@@ -122,11 +125,19 @@ class RoundsConfig(MethodConfig):
     the steps at the same rate; with this option every phase that trains on D_f scales its rate by
     :data:`REFERENCE_FORGET_FRACTION` / (the forget set's share of the train split), so that epochs × rate ×
     |D_f|, the total push, is the same at every forget size. The values are those of a 10 % forget set.
+
+    ``forget_pass_floor``: a phase that trains on D_f takes at least the forget steps per epoch of a pass over
+    :data:`REFERENCE_FORGET_IMAGES` images (methods with forget rounds only). A pass over a 100-image class is
+    one step, against eight over a 1,000-image one, yet moving the shared features off a class takes about the
+    same steps whatever its size; with this option a phase whose forget pass is shorter repeats its epochs
+    (all its rounds, so its retain rounds keep pace) by the ratio of the two step counts. A forget set of
+    1,000 images or more runs as without it.
     """
 
     augment_rounds: bool = True
     schedule: Schedule = "constant"
     lr_per_forget_sample: bool = False
+    forget_pass_floor: bool = False
 
     # Whether the method trains rounds on D_f (GA, RL, the contrastive stages, ...), so its learning rates
     # may count per forget sample; FT and ℓ1-sparse train on D_r alone.
@@ -135,7 +146,7 @@ class RoundsConfig(MethodConfig):
     @classmethod
     def unusable_options(cls) -> set[str]:
         """The round options this method cannot use: a learning rate per forget sample needs rounds on D_f."""
-        return set() if cls.FORGET_ROUNDS else {"lr_per_forget_sample"}
+        return set() if cls.FORGET_ROUNDS else {"lr_per_forget_sample", "forget_pass_floor"}
 
     def validate(self) -> None:
         super().validate()
@@ -150,6 +161,28 @@ class RoundsConfig(MethodConfig):
         if not self.lr_per_forget_sample or not split.num_forget:
             return 1.0
         return REFERENCE_FORGET_FRACTION * (split.num_forget + len(split.retain)) / split.num_forget
+
+    def forget_pass_repeats(self, phase: Phase) -> int:
+        """How many times ``phase`` repeats its epochs: 1 unless ``forget_pass_floor`` and its forget rounds take
+        fewer steps per epoch than a pass over :data:`REFERENCE_FORGET_IMAGES` would (rounded to the nearest)."""
+        forget_steps = sum(phase.round_steps(r) for r in phase.rounds if r.role == "forget")
+        if not self.forget_pass_floor or not forget_steps:
+            return 1
+        reference = sum(math.ceil(REFERENCE_FORGET_IMAGES / (r.batch_size or phase.batch_size))
+                        for r in phase.rounds if r.role == "forget")
+        return max(1, round(reference / forget_steps))
+
+    def round_phases(self, split: ForgetSplit, phases: list[Phase]) -> list[Phase]:
+        """``phases`` as these round options run them: their schedule, the learning rate of phases on D_f,
+        repeated epochs, and rounds without augmentation unless ``augment_rounds``."""
+        factor = self.forget_size_factor(split)
+        shaped = []
+        for p in phases:
+            on_forget = any(r.role == "forget" for r in p.rounds)
+            rounds = [dataclasses.replace(r, augment=False) for r in p.rounds] if not self.augment_rounds else p.rounds
+            shaped.append(dataclasses.replace(p, schedule=self.schedule, lr=p.lr * factor if on_forget else p.lr,
+                                              epochs=p.epochs * self.forget_pass_repeats(p), rounds=rounds))
+        return shaped
 
 
 # The round options as a method without other choices trains: every field of RoundsConfig at its default.
@@ -243,13 +276,7 @@ class UnlearnContext:
     def train(self, model: Classifier, phases: list[Phase]) -> None:
         """Run phases through the one engine with this context's seed, progress and cancel."""
         if self.rounds is not None:
-            plain = not self.rounds.augment_rounds
-            factor = self.rounds.forget_size_factor(self.split)
-            phases = [dataclasses.replace(p, schedule=self.rounds.schedule,
-                                          lr=p.lr * factor if any(r.role == "forget" for r in p.rounds) else p.lr,
-                                          rounds=[dataclasses.replace(r, augment=False) for r in p.rounds]
-                                          if plain else p.rounds)
-                      for p in phases]
+            phases = self.rounds.round_phases(self.split, phases)
         run_phases(model, self.data, phases, seed=self.seed, on_progress=self.on_progress, cancel=self.cancel,
                    batching=self.recipe.batching)
 

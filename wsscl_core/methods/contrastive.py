@@ -120,7 +120,8 @@ def two_stage_unlearning(ctx: UnlearnContext, cfg: CLConfig, mask: dict[str, tor
 
 def two_stage_images(ctx: UnlearnContext, cfg: CLConfig, masked: bool) -> int:
     """Images the two stages plan to process, plus the one gradient pass over D_f a saliency mask takes."""
-    return sum(p.planned_images() for p in two_stage_phases(ctx, cfg, None)) + (ctx.split.num_forget if masked else 0)
+    phases = cfg.round_phases(ctx.split, two_stage_phases(ctx, cfg, None))
+    return sum(p.planned_images() for p in phases) + (ctx.split.num_forget if masked else 0)
 
 
 def masked_two_stage_images(ctx: UnlearnContext, cfg: CLConfig) -> int:
