@@ -824,3 +824,19 @@ def test_a_default_trial_stopped_before_it_finished_is_queued_again(tmp_path):
                    n_trials=1)
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert tune.default_of(done).params == default and tune.default_of(done).number == 2
+
+
+def test_tuning_settings_train_their_originals_as_the_store_was_scored(digits_checkpoint, tmp_path):
+    """Every setting after the first gets an original with the ragged-batch default recipe (the store's
+    references were scored on it); a cached file trained another way is replaced, one trained so is reused."""
+    from wsscl_core import tune
+
+    cached, first = tmp_path / "original_digits.pt", tmp_path / "first.pt"
+    cached.write_bytes(digits_checkpoint)
+    first.write_bytes(digits_checkpoint)
+    settings = tune.open_settings(["digits", "digits"], str(first), tmp_path, "cpu")
+    assert settings[1].ws.recipe == tune.SETTING_RECIPE and settings[1].ws.recipe.batching == "ragged"
+    assert open_workspace(cached, "digits", device="cpu").recipe == tune.SETTING_RECIPE
+    written = cached.stat().st_mtime_ns
+    assert tune.open_settings(["digits", "digits"], str(first), tmp_path, "cpu")[1].ws.recipe == tune.SETTING_RECIPE
+    assert cached.stat().st_mtime_ns == written
