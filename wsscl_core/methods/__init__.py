@@ -140,12 +140,13 @@ class RoundsConfig(MethodConfig):
     forget_pass_floor: bool = False
 
     # Whether the method trains rounds on D_f (GA, RL, the contrastive stages, ...), so its learning rates
-    # may count per forget sample; FT and ℓ1-sparse train on D_r alone.
+    # may count per forget sample and its forget passes have a floor; FT and ℓ1-sparse train on D_r alone.
     FORGET_ROUNDS: ClassVar[bool] = False
 
     @classmethod
     def unusable_options(cls) -> set[str]:
-        """The round options this method cannot use: a learning rate per forget sample needs rounds on D_f."""
+        """The round options this method cannot use: a learning rate per forget sample and a floor on the forget
+        steps need rounds on D_f."""
         return set() if cls.FORGET_ROUNDS else {"lr_per_forget_sample", "forget_pass_floor"}
 
     def validate(self) -> None:
