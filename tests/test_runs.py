@@ -840,3 +840,48 @@ def test_tuning_settings_train_their_originals_as_the_store_was_scored(digits_ch
     written = cached.stat().st_mtime_ns
     assert tune.open_settings(["digits", "digits"], str(first), tmp_path, "cpu")[1].ws.recipe == tune.SETTING_RECIPE
     assert cached.stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize("variant_machine", ["cpu A; torch 2", "cpu B; torch 2"])
+def test_a_round_option_variant_is_compared_only_with_parts_scored_on_its_machine(variant_machine):
+    """Runs repeat to the last digit only on one machine, so a variant that clearly beats the base on its
+    points replaces it only when both were scored on the same machine; otherwise the base stays and the
+    refusal says why."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", None)]
+    points = [f"digits:{seed}" for seed in (100, 101, 102, 103)]
+    _scored_study(storage, "ft|random:0.1|digits", dict(zip(points, [2.0, 2.1, 1.9, 2.0])))
+    _scored_study(storage, "ft|random:0.1|digits|cosine schedule", dict(zip(points, [1.0, 1.1, 0.9, 1.0])),
+                  {"schedule": "cosine"})
+    optuna.load_study(study_name="ft|random:0.1|digits", storage=storage).set_user_attr("machine", "cpu A; torch 2")
+    optuna.load_study(study_name="ft|random:0.1|digits|cosine schedule", storage=storage).set_user_attr(
+        "machine", variant_machine)
+    refused = []
+    chosen, _ = tune.chosen_values(storage, "ft", "random:0.1", settings, on_refused=refused.append)
+    apart = variant_machine != "cpu A; torch 2"
+    assert chosen == ({"lr": 0.01} if apart else {"lr": 0.01, "schedule": "cosine"})
+    assert bool(refused) == apart and all("scored on different machines" in r for r in refused)
+
+
+def test_a_study_records_the_machine_its_trials_are_scored_on():
+    """A new study takes this machine; one with trials from before machines were recorded, or begun on another
+    machine, becomes "several machines" once scored here."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    here = tune.machine_identity(torch.device("cpu"))
+    assert "torch" in here
+    fresh = optuna.create_study(study_name="fresh", storage=storage)
+    tune.record_machine(fresh, torch.device("cpu"))
+    assert tune.scored_on(fresh) == here
+    _scored_study(storage, "older", {"digits:100": 1.0})
+    older = optuna.load_study(study_name="older", storage=storage)
+    assert tune.scored_on(older) == tune.UNRECORDED_MACHINE
+    tune.record_machine(older, torch.device("cpu"))
+    assert tune.scored_on(older) == tune.SEVERAL_MACHINES

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ TRANSFER_FORGET = ("class:3", "class:0")
 SETTING_RECIPE = TrainRecipe(batching="ragged")
 TRANSFER_MIN_UA = 95.0  # % of the forget class no longer recognised (Retrain: 100)
 TRANSFER_MIN_RA = 95.0  # % of the retained images still right (the original: 100)
+# The machine of the studies that began before each study recorded its own (all scored on one VM).
+UNRECORDED_MACHINE = "not recorded (one machine, before 2026-11-28)"
+# A study whose trials were scored on more than one machine: its gains pair with no other study's.
+SEVERAL_MACHINES = "several machines"
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
 MAX_DRAWS_PER_TRIAL = 50
 # Between the sampler seeds of two workers: far more than the trials a study holds, so their seeds never meet.
@@ -107,6 +112,37 @@ def open_settings(datasets: list[str], checkpoint: str | None, cache_dir: Path, 
                 ws = open_workspace(cached, name, device=device, data_root=data_root)
         settings.append(TuneSetting(name, ws))
     return settings
+
+
+def machine_identity(device: torch.device) -> str:
+    """The processor (or GPU) and PyTorch build a study is scored on. Runs repeat to the last digit only on
+    the same one (oneDNN picks its kernels by instruction set: Avg.Gaps differ by up to 0.4 between two CPUs),
+    so a round option's gain is paired only with studies scored on the same machine."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        cpuinfo = Path("/proc/cpuinfo")
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")] if cpuinfo.is_file() else []
+        name = models[0] if models else (platform.processor() or platform.machine())
+    return f"{name}; torch {torch.__version__}"
+
+
+def record_machine(study: Any, device: torch.device) -> None:
+    """Keep in ``study`` the machine its trials are scored on; one resumed on another becomes
+    :data:`SEVERAL_MACHINES` (a warning says so)."""
+    here = machine_identity(device)
+    recorded = study.user_attrs.get("machine", UNRECORDED_MACHINE if study.trials else here)
+    if recorded != here and recorded != SEVERAL_MACHINES:
+        print(f"{study.study_name}: scored on {recorded}, now on {here}: its gains will pair with no other "
+              "study's", file=sys.stderr, flush=True)
+        recorded = SEVERAL_MACHINES
+    study.set_user_attr("machine", recorded)
+
+
+def scored_on(study: Any) -> str:
+    """The machine a study's trials were scored on (:func:`record_machine`)."""
+    return study.user_attrs.get("machine", UNRECORDED_MACHINE)
 
 
 def round_options(plain_rounds: bool = False, schedule: str = "constant", lr_per_forget_sample: bool = False,
@@ -397,6 +433,8 @@ def tune_method(method: str, forget: str, settings: list[TuneSetting], trials: i
             study.stop()
 
     objective = objective_for(method, forget, settings, seeds, storage, cancel, options)
+    if len(first_finished(study, trials)) < trials:
+        record_machine(study, settings[0].ws.device)
     draws = 0
     while (remaining := trials - len(first_finished(study, trials))) > 0:
         check_cancel(cancel)
@@ -528,6 +566,18 @@ def round_option_evidence(storage: Any, method: str, forget: str, settings: list
             for (options, study, best), extra in zip(candidates, fresh)]
 
 
+def evidence_machine(storage: Any, study: Any, best: Any, gaps: dict[str, float]) -> str:
+    """The machine behind a candidate's evidence (:func:`round_option_evidence`): its study's, and where the
+    evidence pools its confirmation's fresh points, that study's too (:data:`SEVERAL_MACHINES` if they differ)."""
+    import optuna
+
+    here = scored_on(study)
+    if len(gaps) > len(best.user_attrs.get("gaps", {})):
+        fresh = optuna.load_study(study_name=confirmation_name(study.study_name), storage=storage)
+        return here if scored_on(fresh) == here else SEVERAL_MACHINES
+    return here
+
+
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting],
                   on_refused: Callable[[str], None] | None = None) -> tuple[dict[str, Any], float] | None:
     """A method's values for the defaults file and their score: the best of its study within its budget, or of
@@ -537,17 +587,26 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
     (:func:`clear_gain`, over the objective's points and any confirmation's fresh points), the base and every
     variant whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to
     the other): the lowest variant that does and, on class forgetting, still forgets the classes of
-    :func:`transfer_failures` (``on_refused`` hears of each that does not), else the base. None if no study
-    has a finite best."""
+    :func:`transfer_failures` (``on_refused`` hears of each that does not), else the base. A variant is
+    compared only with parts scored on the same machine (:func:`scored_on`); one that scores lower than a
+    part scored elsewhere is not eligible, and ``on_refused`` hears of it. None if no study has a finite best."""
     candidates = round_option_evidence(storage, method, forget, settings)
     if not candidates:
         return None
+    machines = {c[1].study_name: evidence_machine(storage, c[1], c[2], c[3]) for c in candidates}
 
-    def beats_its_parts(options: dict[str, Any], best: Any, gaps: dict[str, float]) -> bool:
-        return all(clearly_beats(best, gaps, part, theirs_gaps) for theirs, _, part, theirs_gaps in candidates
-                   if part is not best and theirs.items() <= options.items())
+    def beats_its_parts(options: dict[str, Any], study: Any, best: Any, gaps: dict[str, float]) -> bool:
+        parts = [c for c in candidates if c[2] is not best and c[0].items() <= options.items()]
+        for _, other, part, _ in parts:
+            mine, theirs = machines[study.study_name], machines[other.study_name]
+            if mine != theirs or mine == SEVERAL_MACHINES:
+                if on_refused is not None and best.value < part.value:
+                    on_refused(f"{study_label(study)}: not compared with {study_label(other)}, as the two were "
+                               f"scored on different machines ({mine}; {theirs}): score both on one")
+                return False
+        return all(clearly_beats(best, gaps, part, theirs_gaps) for _, _, part, theirs_gaps in parts)
 
-    eligible = sorted((c for c in candidates if beats_its_parts(c[0], c[2], c[3])), key=lambda c: c[2].value)
+    eligible = sorted((c for c in candidates if beats_its_parts(*c)), key=lambda c: c[2].value)
     for options, study, best, _ in eligible:
         values = study_values(study, best)
         failures = transfer_failures(method, values) if options and scenario_of(forget) == "class" else []
@@ -617,6 +676,7 @@ def confirm_round_options(storage: Any, method: str, forget: str, settings: list
             confirmation.set_user_attr("original_gaps", untouched)
             confirmation.set_user_attr("original_gap", sum(untouched.values()) / len(untouched))
         if confirmed_score(confirmation, best) is None:
+            record_machine(confirmation, settings[0].ws.device)
             confirmation.enqueue_trial(best.params)
             confirmation.optimize(objective_for(method, fresh, settings, seeds, storage, cancel, options), n_trials=1)
             check_cancel(cancel)
@@ -668,7 +728,9 @@ def tuning_report(storage: Any, budget: int) -> str:
              f"(split seeds from {CONFIRMATION_SEED}, other classes), and the margin is then judged over both sets of points.",
              "On class forgetting a variant must also forget classes it was not tuned on, on an original trained apart",
              f"(digits, its own memorising recipe; {' and '.join(TRANSFER_FORGET)}, UA and RA above {TRANSFER_MIN_UA:g} %); "
-             "where it does not, the next eligible choice is taken.",
+             "where it does not, the next eligible choice is taken. Runs repeat to the last digit only on one machine, so",
+             "each study records the machine it was scored on, and a variant is compared only with studies scored on the",
+             "same one.",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
@@ -696,7 +758,8 @@ def tuning_report(storage: Any, budget: int) -> str:
         lines += [f"## {study_label(study)} — forget {attrs.get('forget')}"
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
-                  f"{len(done)} finished {'trial' if len(done) == 1 else 'trials'} at distinct points."
+                  f"{len(done)} finished {'trial' if len(done) == 1 else 'trials'} at distinct points, scored on "
+                  f"{scored_on(study)}."
                   + (f" {repeats} more repeated an earlier trial's point (not counted)." if repeats else "")
                   + (f" Cost cap: {cap:g} of Retrain's compute at the first forget set; {over} points drawn "
                      "over it were not run and do not count." if cap is not None else ""),
@@ -731,12 +794,13 @@ def tuning_report(storage: Any, budget: int) -> str:
                 if group not in evidence:
                     evidence[group] = round_option_evidence(storage, method, group[1],
                                                             [TuneSetting(name, None) for name in group[2]])
-                lines += _gains_over_parts(study, evidence[group])
+                lines += _gains_over_parts(storage, study, evidence[group])
         lines.append("")
     return "\n".join(lines)
 
 
-def _gains_over_parts(study: Any, candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]]) -> list[str]:
+def _gains_over_parts(storage: Any, study: Any,
+                      candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]]) -> list[str]:
     """For a round-option variant: its paired gain over the base study and over each variant whose options are
     part of its own, on the points the margin rule judges them on (``candidates``, its method's
     :func:`round_option_evidence`), with its verdict (:func:`chosen_values`)."""
@@ -744,13 +808,17 @@ def _gains_over_parts(study: Any, candidates: list[tuple[dict[str, Any], Any, An
     own = next((c for c in candidates if c[1].study_name == study.study_name), None)
     if own is None:
         return []
+    mine = evidence_machine(storage, *own[1:])
     verdicts = []
     for theirs, part, best, gaps in candidates:
         gain = paired_gain(gaps, own[3])
         if part is own[1] or not theirs.items() <= options.items() or gain is None:
             continue
-        verdicts.append(f"over {rounds_label(theirs) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} "
-                        f"({'a clear gain' if clearly_beats(own[2], own[3], best, gaps) else 'no clear gain'})")
+        if evidence_machine(storage, part, best, gaps) != mine or mine == SEVERAL_MACHINES:
+            verdict = "not compared: scored on another machine"
+        else:
+            verdict = "a clear gain" if clearly_beats(own[2], own[3], best, gaps) else "no clear gain"
+        verdicts.append(f"over {rounds_label(theirs) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} ({verdict})")
     points = len(own[3])
     fresh = points > len(own[2].user_attrs.get("gaps", {}))
     return ["", f"Paired gain per point (mean ± standard error over {points} points"
