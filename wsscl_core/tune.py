@@ -59,7 +59,7 @@ SETTING_RECIPE = TrainRecipe(batching="ragged")
 TRANSFER_MIN_UA = 95.0  # % of the forget class no longer recognised (Retrain: 100)
 TRANSFER_MIN_RA = 95.0  # % of the retained images still right (the original: 100)
 # The machine of the studies that began before each study recorded its own (all scored on one VM).
-UNRECORDED_MACHINE = "not recorded (one machine, before 2026-11-28)"
+UNRECORDED_MACHINE = "one machine, not recorded (before 2026-11-28)"
 # A study whose trials were scored on more than one machine: its gains pair with no other study's.
 SEVERAL_MACHINES = "several machines"
 # Under a cost cap, draws per trial budget before tuning gives up on a cap the search space hardly meets.
@@ -758,11 +758,11 @@ def tuning_report(storage: Any, budget: int) -> str:
         lines += [f"## {study_label(study)} — forget {attrs.get('forget')}"
                   + (" — earlier search space, kept for the record" if _superseded(study) else ""), "",
                   f"Settings: {', '.join(attrs.get('settings', []))}; split seeds {attrs.get('seeds')}; "
-                  f"{len(done)} finished {'trial' if len(done) == 1 else 'trials'} at distinct points, scored on "
-                  f"{scored_on(study)}."
+                  f"{len(done)} finished {'trial' if len(done) == 1 else 'trials'} at distinct points."
                   + (f" {repeats} more repeated an earlier trial's point (not counted)." if repeats else "")
                   + (f" Cost cap: {cap:g} of Retrain's compute at the first forget set; {over} points drawn "
-                     "over it were not run and do not count." if cap is not None else ""),
+                     "over it were not run and do not count." if cap is not None else "")
+                  + f" Scored on {scored_on(study)}.",
                   "", "| field | search range | old default | best |", "|---|---|---|---|"]
         default = default_of(done)
         first = default.params if default else {}
