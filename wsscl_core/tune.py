@@ -566,16 +566,26 @@ def round_option_evidence(storage: Any, method: str, forget: str, settings: list
             for (options, study, best), extra in zip(candidates, fresh)]
 
 
-def evidence_machine(storage: Any, study: Any, best: Any, gaps: dict[str, float]) -> str:
-    """The machine behind a candidate's evidence (:func:`round_option_evidence`): its study's, and where the
-    evidence pools its confirmation's fresh points, that study's too (:data:`SEVERAL_MACHINES` if they differ)."""
+def evidence_machines(storage: Any, candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]]
+                      ) -> dict[str, str]:
+    """The machine behind each candidate's evidence (:func:`round_option_evidence`), by study name: its study's,
+    and where the evidence pools its confirmation's fresh points, that study's too (:data:`SEVERAL_MACHINES` if
+    they differ)."""
     import optuna
 
-    here = scored_on(study)
-    if len(gaps) > len(best.user_attrs.get("gaps", {})):
-        fresh = optuna.load_study(study_name=confirmation_name(study.study_name), storage=storage)
-        return here if scored_on(fresh) == here else SEVERAL_MACHINES
-    return here
+    machines = {}
+    for _, study, best, gaps in candidates:
+        here = scored_on(study)
+        if len(gaps) > len(best.user_attrs.get("gaps", {})):
+            fresh = optuna.load_study(study_name=confirmation_name(study.study_name), storage=storage)
+            here = here if scored_on(fresh) == here else SEVERAL_MACHINES
+        machines[study.study_name] = here
+    return machines
+
+
+def comparable(machine: str, other: str) -> bool:
+    """Whether evidence scored on these two machines may be paired: the same one, and not several."""
+    return machine == other != SEVERAL_MACHINES
 
 
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting],
@@ -593,13 +603,13 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
     candidates = round_option_evidence(storage, method, forget, settings)
     if not candidates:
         return None
-    machines = {c[1].study_name: evidence_machine(storage, c[1], c[2], c[3]) for c in candidates}
+    machines = evidence_machines(storage, candidates)
 
     def beats_its_parts(options: dict[str, Any], study: Any, best: Any, gaps: dict[str, float]) -> bool:
         parts = [c for c in candidates if c[2] is not best and c[0].items() <= options.items()]
         for _, other, part, _ in parts:
             mine, theirs = machines[study.study_name], machines[other.study_name]
-            if mine != theirs or mine == SEVERAL_MACHINES:
+            if not comparable(mine, theirs):
                 if on_refused is not None and best.value < part.value:
                     on_refused(f"{study_label(study)}: not compared with {study_label(other)}, as the two were "
                                f"scored on different machines ({mine}; {theirs}): score both on one")
@@ -746,7 +756,7 @@ def tuning_report(storage: Any, budget: int) -> str:
     current = [s for s in studies if not _superseded(s)]
     lines += _ranking(current, budget)
     lines += _confirmations([s for s in loaded if "confirms" in s.user_attrs])
-    evidence: dict[tuple, list] = {}  # round_option_evidence per method and objective, loaded once
+    evidence: dict[tuple, tuple] = {}  # round_option_evidence and its machines per method and objective, loaded once
     for study in current + [s for s in studies if _superseded(s)]:
         attrs = study.user_attrs
         method = attrs.get("method", study.study_name)
@@ -792,29 +802,29 @@ def tuning_report(storage: Any, budget: int) -> str:
             if attrs.get("round_options"):
                 group = (method, attrs.get("forget"), tuple(attrs.get("settings", [])))
                 if group not in evidence:
-                    evidence[group] = round_option_evidence(storage, method, group[1],
-                                                            [TuneSetting(name, None) for name in group[2]])
-                lines += _gains_over_parts(storage, study, evidence[group])
+                    candidates = round_option_evidence(storage, method, group[1],
+                                                       [TuneSetting(name, None) for name in group[2]])
+                    evidence[group] = candidates, evidence_machines(storage, candidates)
+                lines += _gains_over_parts(study, *evidence[group])
         lines.append("")
     return "\n".join(lines)
 
 
-def _gains_over_parts(storage: Any, study: Any,
-                      candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]]) -> list[str]:
+def _gains_over_parts(study: Any, candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]],
+                      machines: dict[str, str]) -> list[str]:
     """For a round-option variant: its paired gain over the base study and over each variant whose options are
     part of its own, on the points the margin rule judges them on (``candidates``, its method's
-    :func:`round_option_evidence`), with its verdict (:func:`chosen_values`)."""
+    :func:`round_option_evidence`, scored on ``machines``), with its verdict (:func:`chosen_values`)."""
     options = study.user_attrs["round_options"]
     own = next((c for c in candidates if c[1].study_name == study.study_name), None)
     if own is None:
         return []
-    mine = evidence_machine(storage, *own[1:])
     verdicts = []
     for theirs, part, best, gaps in candidates:
         gain = paired_gain(gaps, own[3])
         if part is own[1] or not theirs.items() <= options.items() or gain is None:
             continue
-        if evidence_machine(storage, part, best, gaps) != mine or mine == SEVERAL_MACHINES:
+        if not comparable(machines[study.study_name], machines[part.study_name]):
             verdict = "not compared: scored on another machine"
         else:
             verdict = "a clear gain" if clearly_beats(own[2], own[3], best, gaps) else "no clear gain"
