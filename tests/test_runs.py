@@ -578,8 +578,8 @@ def test_confirmation_points_pool_with_the_objective_only_when_every_round_optio
     assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01}  # not every one confirmed
     _scored_study(storage, tune.confirmation_name(names["cosine"][0]), dict(zip(fresh, [1.8, 2.0, 1.6, 1.9])),
                   names["cosine"][1], confirms=names["cosine"][0])
-    evidence = {options.get("schedule", "base"): gaps
-                for options, _, _, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)}
+    evidence = {c.options.get("schedule", "base"): c.gaps
+                for c in tune.round_option_evidence(storage, "ft", "random:0.1", settings)}
     assert sorted(evidence["cosine"]) == sorted(objective + fresh) and evidence["base"].keys() == evidence["cosine"].keys()
     assert tune.chosen_values(storage, "ft", "random:0.1", settings) == ({"lr": 0.01, "schedule": "cosine"}, 1.85)
     report = tune.tuning_report(storage, 1)
@@ -626,7 +626,7 @@ def test_confirm_round_options_scores_each_chosen_point_on_fresh_splits(digits_w
         assert trial.value == pytest.approx(avg_gap(result.scores(), reference))
     again = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104])
     assert [len(c.trials) for c in again] == [1, 1]
-    assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [3, 3]
+    assert [len(c.gaps) for c in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [3, 3]
     # a study searched further after its confirmation has another best: its earlier fresh points are not pooled
     # for it, and confirming again scores the new best
     better = {"epochs": 2, "lr": 0.01}
@@ -634,13 +634,13 @@ def test_confirm_round_options_scores_each_chosen_point_on_fresh_splits(digits_w
     plain.add_trial(optuna.trial.create_trial(params=better, distributions=distributions, value=0.5,
                                               user_attrs={"gaps": {"digits:100": 0.5, "digits:101": 0.5}}))
     plain.set_user_attr("budget", 2)
-    assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [2, 2]
+    assert [len(c.gaps) for c in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [2, 2]
     heard = []
     again = tune.confirm_round_options(storage, "ft", "random:0.1", settings, "random:0.1", [104],
                                        on_scored=lambda study, trial: heard.append(trial.params))
     assert [len(c.trials) for c in again] == [1, 2] and tune.first_finished(again[1], 2)[1].params == better
     assert heard == [point, better]
-    assert [len(gaps) for *_, gaps in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [3, 3]
+    assert [len(c.gaps) for c in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [3, 3]
     optuna.delete_study(study_name="ft|random:0.1|digits|plain rounds", storage=storage)
     _scored_study(storage, "ft|random:0.1|digits|plain rounds", {"digits:100": 3.0, "digits:101": 3.0},
                   {"augment_rounds": False})  # now above the base: nothing to confirm
@@ -865,6 +865,99 @@ def test_a_round_option_variant_is_compared_only_with_parts_scored_on_its_machin
     apart = variant_machine != "cpu A; torch 2"
     assert chosen == ({"lr": 0.01} if apart else {"lr": 0.01, "schedule": "cosine"})
     assert bool(refused) == apart and all("scored on different machines" in r for r in refused)
+
+
+def _on_machine(storage, name, machine, rescores=None):
+    """Mark a study as scored on ``machine``; with ``rescores``, as the rescore of that study there."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    study.set_user_attr("machine", machine)
+    if rescores is not None:
+        study.set_user_attr("rescores", rescores)
+
+
+def test_a_study_scored_again_on_the_variants_machine_is_paired_there():
+    """The base was scored on machine A, the variant on B: not compared. Once the base's chosen point is scored
+    again on B (and, where the variants pool confirmation points, its confirmation too), the two are paired on
+    B, and the verdict follows B's points, whatever A's said."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", None)]
+    objective = [f"digits:{seed}" for seed in (100, 101, 102, 103)]
+    fresh = [f"digits:{seed}" for seed in (104, 105)]
+    base, variant = "ft|random:0.1|digits", "ft|random:0.1|digits|cosine schedule"
+    _scored_study(storage, base, dict(zip(objective, [1.0, 1.1, 0.9, 1.0])))  # on A, level with the variant
+    _on_machine(storage, base, "cpu A")
+    _scored_study(storage, variant, dict(zip(objective, [1.0, 1.1, 0.9, 1.0])), {"schedule": "cosine"})
+    _on_machine(storage, variant, "cpu B")
+    refused = []
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings, on_refused=refused.append)[0] == {"lr": 0.01}
+    assert refused == []  # not lower than the base: nothing to refuse
+    # on B the base's point scores 1.0 higher at every point: the variant's gain there is clear
+    _scored_study(storage, tune.rescore_name(base, "cpu B"), dict(zip(objective, [2.0, 2.1, 1.9, 2.0])))
+    _on_machine(storage, tune.rescore_name(base, "cpu B"), "cpu B", rescores=base)
+    # but B's base value (2.0) is above the variant's, A's (1.0) is not: values compare on the shared machine
+    chosen, value = tune.chosen_values(storage, "ft", "random:0.1", settings)
+    assert chosen == {"lr": 0.01, "schedule": "cosine"} and value == pytest.approx(1.0)
+    report = tune.tuning_report(storage, 1)
+    assert "over the base rounds +1.000 ± 0.000 (a clear gain, both scored on cpu B)" in report
+    assert "## Chosen points scored again on another machine" in report and "| cpu B |" in report
+    assert "## FT — forget random:0.1\n" in report and "|on cpu B" not in report  # not ranked as a study
+    # with confirmations pooled, the base's evidence on B needs its confirmation on B as well
+    _scored_study(storage, tune.confirmation_name(base), dict(zip(fresh, [1.0, 1.0])), confirms=base)
+    _on_machine(storage, tune.confirmation_name(base), "cpu A")
+    _scored_study(storage, tune.confirmation_name(variant), dict(zip(fresh, [1.0, 1.0])), {"schedule": "cosine"},
+                  confirms=variant)
+    _on_machine(storage, tune.confirmation_name(variant), "cpu B")
+    evidence = tune.round_option_evidence(storage, "ft", "random:0.1", settings)
+    assert [sorted(c.by_machine) for c in evidence] == [["cpu A"], ["cpu B"]]
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01}
+    rescored_fresh = tune.rescore_name(tune.confirmation_name(base), "cpu B")
+    _scored_study(storage, rescored_fresh, dict(zip(fresh, [2.0, 2.0])), confirms=None)
+    _on_machine(storage, rescored_fresh, "cpu B", rescores=tune.confirmation_name(base))
+    evidence = tune.round_option_evidence(storage, "ft", "random:0.1", settings)
+    assert sorted(evidence[0].by_machine) == ["cpu A", "cpu B"] and len(evidence[0].by_machine["cpu B"][1]) == 6
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01, "schedule": "cosine"}
+
+
+def test_rescore_parts_scores_the_chosen_point_again_here(digits_workspace):
+    """tune --rescore runs, on this machine, the chosen point of each study that a variant scored here is judged
+    against but that was scored elsewhere, with that study's round options, scored exactly as a tuning trial;
+    once scored here it is not run again, and a study already scored here is not rescored."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", digits_workspace)]
+    here = tune.machine_identity(digits_workspace.device)
+    point = {"epochs": 1, "lr": 0.01}
+    distributions = {"epochs": optuna.distributions.IntDistribution(1, 10),
+                     "lr": optuna.distributions.FloatDistribution(1e-3, 5e-2)}
+    for name, options, machine in (("ft|random:0.1|digits", None, "another cpu"),
+                                   ("ft|random:0.1|digits|plain rounds", {"augment_rounds": False}, here)):
+        study = optuna.create_study(study_name=name, storage=storage)
+        for key, attr in {"method": "ft", "forget": "random:0.1", "settings": ["digits"], "budget": 1, "seeds": [100],
+                          "round_options": options, "machine": machine}.items():
+            if attr is not None:
+                study.set_user_attr(key, attr)
+        study.add_trial(optuna.trial.create_trial(params=point, distributions=distributions, value=1.0,
+                                                  user_attrs={"gaps": {"digits:100": 1.0}}))
+    heard = []
+    rescores = tune.rescore_parts(storage, "ft", "random:0.1", settings, on_scored=lambda s, t: heard.append(t.value))
+    assert [r.study_name for r in rescores] == [tune.rescore_name("ft|random:0.1|digits", here)]
+    assert tune.scored_on(rescores[0]) == here and rescores[0].user_attrs["rescores"] == "ft|random:0.1|digits"
+    reference = next(iter(optuna.load_study(study_name=tune.REFERENCES, storage=storage).user_attrs.values()))
+    result = run(digits_workspace, RunRequest.parse("ft", "random:0.1", point, 100, "val"))  # the base: augmented
+    assert heard == [pytest.approx(avg_gap(result.scores(), reference))]
+    assert [sorted(c.by_machine) for c in tune.round_option_evidence(storage, "ft", "random:0.1", settings)] == [
+        sorted(["another cpu", here]), [here]]
+    again = tune.rescore_parts(storage, "ft", "random:0.1", settings)
+    assert [len(r.trials) for r in again] == []  # nothing left to score here
 
 
 def test_a_study_records_the_machine_its_trials_are_scored_on():

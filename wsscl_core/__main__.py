@@ -191,8 +191,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
     if args.seed < tune.TUNING_SEED:
         raise WssclError(f"Tuning seeds start at {tune.TUNING_SEED} or above (--seed), so that they never "
                          "coincide with the seeds the reported tables use.")
-    if args.confirm_on and args.workers > 1:
-        raise WssclError("--confirm-on runs one point per study: share it out with --methods, not --workers.")
+    if args.confirm_on and args.rescore:
+        raise WssclError("--confirm-on and --rescore are two separate runs: give one of them.")
+    if (args.confirm_on or args.rescore) and args.workers > 1:
+        raise WssclError(f"{'--confirm-on' if args.confirm_on else '--rescore'} runs one point per study: share it out "
+                         "with --methods, not --workers.")
     _ensure_sqlite_folder(args.storage)
     helpers = _start_workers(args) if args.workers > 1 else []
     cache = Path(args.cache_dir)
@@ -213,6 +216,16 @@ def cmd_tune(args: argparse.Namespace) -> None:
             if not tune.confirm_round_options(storage, method, args.forget, settings, args.confirm_on, fresh_seeds,
                                               cancel, scored):
                 print(f"{get_method(method).label}: no round option scores lower than the base; nothing to confirm")
+    elif args.rescore:  # no trials: chosen points scored elsewhere, again here, for the variants scored here
+
+        def rescored(study: Any, trial: Any) -> None:
+            print(f"{tune.study_label(study)}: mean Avg.Gap {trial.value:.3f} here on {study.user_attrs['forget']}, "
+                  f"seeds {study.user_attrs['seeds']} ({study.user_attrs['recorded_value']:.3f} as recorded on "
+                  "another machine)", flush=True)
+
+        for method in (m for m in methods if tune.has_rounds(m)):
+            if not tune.rescore_parts(storage, method, args.forget, settings, cancel, rescored):
+                print(f"{get_method(method).label}: no variant scored here is judged against a study scored elsewhere")
     else:
         for method in methods:
             study = tune.tune_method(method, args.forget, settings, args.trials, storage, seeds, cancel, _trial_line,
@@ -357,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="instead of trials: where a round-option variant scores lower than the base on the "
                          "objective (--forget), score each of the method's round options on these fresh forget sets "
                          "(the same sizes, or other classes), so that --write-defaults judges the margin over both")
+    tu.add_argument("--rescore", action="store_true",
+                    help="instead of trials: score again on this machine each chosen point (and its confirmation's "
+                         "fresh points) that a round-option variant scored here is judged against but that was "
+                         "scored on another machine, so that --write-defaults compares them on one machine")
     tu.add_argument("--confirm-seed", type=int, default=CONFIRMATION_SEED,
                     help="first split seed of the fresh points (--seeds of them)")
     tu.add_argument("--report", default=None, metavar="PATH", help="only write the Markdown report of the store "

@@ -509,11 +509,11 @@ def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
     return gain is not None and gain[0] > MARGIN_STANDARD_ERRORS * gain[1]
 
 
-def clearly_beats(trial: Any, gaps: dict[str, float], other: Any, other_gaps: dict[str, float]) -> bool:
-    """Whether ``trial`` (a round-option variant's best) scores lower than ``other`` on the objective and
-    beats it by a clear margin (:func:`clear_gain`) over the points both were scored on (``gaps``, see
-    :func:`round_option_evidence`)."""
-    return trial.value < other.value and clear_gain(other_gaps, gaps)
+def clearly_beats(value: float, gaps: dict[str, float], other_value: float, other_gaps: dict[str, float]) -> bool:
+    """Whether a round-option variant (objective value ``value``, judged on ``gaps``) scores lower than another
+    study's chosen point on the objective and beats it by a clear margin (:func:`clear_gain`) over the points
+    both were scored on (see :func:`round_option_evidence`), all on one machine."""
+    return value < other_value and clear_gain(other_gaps, gaps)
 
 
 def round_option_studies(storage: Any, method: str, forget: str,
@@ -547,45 +547,93 @@ def confirmed_score(confirmation: Any, best: Any) -> Any:
     return next((t for t in first_finished(confirmation, len(confirmation.trials)) if t.params == best.params), None)
 
 
-def round_option_evidence(storage: Any, method: str, forget: str, settings: list[TuneSetting]
-                          ) -> list[tuple[dict[str, Any], Any, Any, dict[str, float]]]:
-    """:func:`round_option_studies`, each with the per-point Avg.Gaps its choice is judged on: the objective's
-    points, pooled with the fresh points of its confirmation study when every candidate of the method has
-    one (paired gains need the same points for all)."""
+def rescore_name(study_name: str, machine: str) -> str:
+    """The study that scores ``study_name``'s chosen point again on ``machine`` (:func:`rescore_parts`)."""
+    return f"{study_name}|on {machine}"
+
+
+@dataclass
+class Candidate:
+    """One of a method's round-option studies with the evidence its choice is judged on: per machine, the
+    objective's value at its chosen point and the per-point Avg.Gaps (the objective's, pooled with its
+    confirmation's fresh points where every candidate has them). ``machine`` is the study's own evidence's
+    (:data:`SEVERAL_MACHINES` where its confirmation was scored elsewhere); the others come from
+    :func:`rescore_parts`."""
+
+    options: dict[str, Any]
+    study: Any
+    best: Any
+    machine: str
+    by_machine: dict[str, tuple[float, dict[str, float]]]
+
+    @property
+    def gaps(self) -> dict[str, float]:
+        """The per-point Avg.Gaps of the study's own evidence."""
+        return self.by_machine[self.machine][1]
+
+
+def _by_machine(storage: Any, names: set[str], study: Any, trial: Any) -> dict[str, Any]:
+    """``trial``'s point as ``study`` scored it (``trial``) and as each rescore of ``study`` scored it again
+    (:func:`rescore_parts`), by machine; the study's own first."""
     import optuna
 
-    candidates = round_option_studies(storage, method, forget, settings)
+    scored = {scored_on(study): trial}
+    prefix = rescore_name(study.study_name, "")
+    for name in sorted(n for n in names if n.startswith(prefix)):
+        rescore = optuna.load_study(study_name=name, storage=storage)
+        again = confirmed_score(rescore, trial)
+        if again is not None:
+            scored.setdefault(scored_on(rescore), again)
+    return scored
+
+
+def round_option_evidence(storage: Any, method: str, forget: str, settings: list[TuneSetting]) -> list[Candidate]:
+    """:func:`round_option_studies`, each with the per-point Avg.Gaps its choice is judged on, per machine:
+    the objective's points, pooled with the fresh points of its confirmation study when every candidate of the
+    method has one (paired gains need the same points for all). Evidence on a machine other than the study's
+    own comes from rescores of the study and of its confirmation there (:func:`rescore_parts`)."""
+    import optuna
+
     names = set(optuna.get_all_study_names(storage))
-    fresh = []
+    candidates = round_option_studies(storage, method, forget, settings)
+    confirmations = []
     for _, study, best in candidates:
         name = confirmation_name(study.study_name)
-        scored = confirmed_score(optuna.load_study(study_name=name, storage=storage), best) if name in names else None
-        fresh.append(scored.user_attrs.get("gaps", {}) if scored else None)
-    pooled = all(gaps is not None for gaps in fresh)
-    return [(options, study, best, {**best.user_attrs.get("gaps", {}), **(extra if pooled else {})})
-            for (options, study, best), extra in zip(candidates, fresh)]
-
-
-def evidence_machines(storage: Any, candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]]
-                      ) -> dict[str, str]:
-    """The machine behind each candidate's evidence (:func:`round_option_evidence`), by study name: its study's,
-    and where the evidence pools its confirmation's fresh points, that study's too (:data:`SEVERAL_MACHINES` if
-    they differ)."""
-    import optuna
-
-    machines = {}
-    for _, study, best, gaps in candidates:
-        here = scored_on(study)
-        if len(gaps) > len(best.user_attrs.get("gaps", {})):
-            fresh = optuna.load_study(study_name=confirmation_name(study.study_name), storage=storage)
-            here = here if scored_on(fresh) == here else SEVERAL_MACHINES
-        machines[study.study_name] = here
-    return machines
+        confirmation = optuna.load_study(study_name=name, storage=storage) if name in names else None
+        scored = confirmed_score(confirmation, best) if confirmation is not None else None
+        confirmations.append((confirmation, scored))
+    pooled = all(scored is not None for _, scored in confirmations)
+    found = []
+    for (options, study, best), (confirmation, confirmed) in zip(candidates, confirmations):
+        machine, gaps = scored_on(study), dict(best.user_attrs.get("gaps", {}))
+        fresh = _by_machine(storage, names, confirmation, confirmed) if pooled else {}
+        if pooled:  # its own evidence pools its own confirmation, wherever that was scored
+            gaps.update(confirmed.user_attrs.get("gaps", {}))
+            machine = machine if scored_on(confirmation) == machine else SEVERAL_MACHINES
+        by_machine = {machine: (best.value, gaps)}
+        for where, trial in _by_machine(storage, names, study, best).items():
+            if where in by_machine or not comparable(where, where) or (pooled and where not in fresh):
+                continue
+            by_machine[where] = (trial.value, {**trial.user_attrs.get("gaps", {}),
+                                               **(fresh[where].user_attrs.get("gaps", {}) if pooled else {})})
+        found.append(Candidate(options, study, best, machine, by_machine))
+    return found
 
 
 def comparable(machine: str, other: str) -> bool:
     """Whether evidence scored on these two machines may be paired: the same one, and not several."""
     return machine == other != SEVERAL_MACHINES
+
+
+def common_machine(candidate: Candidate, other: Candidate) -> str | None:
+    """The machine on which both candidates' evidence was scored (``candidate``'s own where both were), or None."""
+    shared = sorted(m for m in candidate.by_machine.keys() & other.by_machine.keys() if comparable(m, m))
+    return candidate.machine if candidate.machine in shared else (shared[0] if shared else None)
+
+
+def _parts(candidate: Candidate, candidates: list[Candidate]) -> list[Candidate]:
+    """The other candidates whose round options are a part of ``candidate``'s (the base is part of every one)."""
+    return [c for c in candidates if c.best is not candidate.best and c.options.items() <= candidate.options.items()]
 
 
 def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSetting],
@@ -598,33 +646,36 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
     variant whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to
     the other): the lowest variant that does and, on class forgetting, still forgets the classes of
     :func:`transfer_failures` (``on_refused`` hears of each that does not), else the base. A variant is
-    compared only with parts scored on the same machine (:func:`scored_on`); one that scores lower than a
-    part scored elsewhere is not eligible, and ``on_refused`` hears of it. None if no study has a finite best."""
+    compared with each part on a machine both were scored on (:func:`scored_on`, or scored again there by
+    :func:`rescore_parts`), values and points alike; one that scores lower than a part scored only elsewhere
+    is not eligible, and ``on_refused`` hears of it. None if no study has a finite best."""
     candidates = round_option_evidence(storage, method, forget, settings)
     if not candidates:
         return None
-    machines = evidence_machines(storage, candidates)
 
-    def beats_its_parts(options: dict[str, Any], study: Any, best: Any, gaps: dict[str, float]) -> bool:
-        parts = [c for c in candidates if c[2] is not best and c[0].items() <= options.items()]
-        for _, other, part, _ in parts:
-            mine, theirs = machines[study.study_name], machines[other.study_name]
-            if not comparable(mine, theirs):
-                if on_refused is not None and best.value < part.value:
-                    on_refused(f"{study_label(study)}: not compared with {study_label(other)}, as the two were "
-                               f"scored on different machines ({mine}; {theirs}): score both on one")
+    def beats_its_parts(candidate: Candidate) -> bool:
+        for part in _parts(candidate, candidates):
+            machine = common_machine(candidate, part)
+            if machine is None:
+                if on_refused is not None and candidate.best.value < part.best.value:
+                    on_refused(f"{study_label(candidate.study)}: not compared with {study_label(part.study)}, as the "
+                               f"two were scored on different machines ({candidate.machine}; {part.machine}): score "
+                               "both on one (tune --rescore)")
                 return False
-        return all(clearly_beats(best, gaps, part, theirs_gaps) for _, _, part, theirs_gaps in parts)
+            if not clearly_beats(*candidate.by_machine[machine], *part.by_machine[machine]):
+                return False
+        return True
 
-    eligible = sorted((c for c in candidates if beats_its_parts(*c)), key=lambda c: c[2].value)
-    for options, study, best, _ in eligible:
-        values = study_values(study, best)
-        failures = transfer_failures(method, values) if options and scenario_of(forget) == "class" else []
+    # the base (no parts) last: an eligible variant beat it, if on another machine's scores than its own value's
+    eligible = sorted((c for c in candidates if beats_its_parts(c)), key=lambda c: (not c.options, c.best.value))
+    for candidate in eligible:
+        values = study_values(candidate.study, candidate.best)
+        failures = transfer_failures(method, values) if candidate.options and scenario_of(forget) == "class" else []
         if not failures:
-            return values, best.value
+            return values, candidate.best.value
         if on_refused is not None:
-            on_refused(f"{study_label(study)}: not kept, on the transfer original it leaves {'; '.join(failures)} "
-                       f"(needs UA > {TRANSFER_MIN_UA:g} and RA > {TRANSFER_MIN_RA:g})")
+            on_refused(f"{study_label(candidate.study)}: not kept, on the transfer original it leaves "
+                       f"{'; '.join(failures)} (needs UA > {TRANSFER_MIN_UA:g} and RA > {TRANSFER_MIN_RA:g})")
     return None
 
 
@@ -696,6 +747,56 @@ def confirm_round_options(storage: Any, method: str, forget: str, settings: list
     return confirmations
 
 
+def rescore_parts(storage: Any, method: str, forget: str, settings: list[TuneSetting],
+                  cancel: CancelFlag | None = None, on_scored: Callable[[Any, Any], None] | None = None) -> list[Any]:
+    """Score again on this machine each chosen point that a round-option variant scored here is judged against
+    but that was scored on another machine (the base, and each variant whose options are a part of its own),
+    together with its confirmation's fresh points where it has them: one study each (:func:`rescore_name`;
+    resumable), so that :func:`chosen_values` pairs them on one machine. Runs repeat to the last digit only on
+    one machine, so this is the only fair comparison between studies scored apart. ``on_scored`` gets each
+    rescore study and its trial. Returns the rescore studies."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    device = settings[0].ws.device
+    here = machine_identity(device)
+    candidates = round_option_evidence(storage, method, forget, settings)
+    variants_here = [c for c in candidates if c.options and (here in c.by_machine or scored_on(c.study) == here)]
+    needed = {c.study.study_name: c for variant in variants_here for c in [variant, *_parts(variant, candidates)]
+              if here not in c.by_machine}
+    names = set(optuna.get_all_study_names(storage))
+    rescores = []
+    for candidate in needed.values():
+        sources = [candidate.study]
+        if confirmation_name(candidate.study.study_name) in names:
+            sources.append(optuna.load_study(study_name=confirmation_name(candidate.study.study_name), storage=storage))
+        for source in sources:
+            scored = confirmed_score(source, candidate.best)
+            if scored is None:
+                continue
+            attrs = source.user_attrs
+            if attrs.get("settings") != [s.name for s in settings]:
+                raise WssclError(f"{source.study_name} was scored on settings {attrs.get('settings')}; rescore it "
+                                 f"with --datasets {','.join(attrs.get('settings', []))}.")
+            rescore = optuna.create_study(study_name=rescore_name(source.study_name, here), storage=storage,
+                                          load_if_exists=True, direction="minimize")
+            if here not in _by_machine(storage, names | {rescore.study_name}, source, scored):
+                for key in ("method", "forget", "settings", "seeds", "round_options"):
+                    if key in attrs:
+                        rescore.set_user_attr(key, attrs[key])
+                rescore.set_user_attr("rescores", source.study_name)
+                rescore.set_user_attr("recorded_value", scored.value)
+                record_machine(rescore, device)
+                rescore.enqueue_trial(candidate.best.params)
+                rescore.optimize(objective_for(method, attrs["forget"], settings, attrs["seeds"], storage, cancel,
+                                               candidate.options), n_trials=1)
+                check_cancel(cancel)
+            if on_scored is not None:
+                on_scored(rescore, confirmed_score(rescore, candidate.best))
+            rescores.append(rescore)
+    return rescores
+
+
 def write_defaults(chosen: dict[str, dict[str, Any]], scenario: str, path: Path = DEFAULTS_FILE) -> None:
     """Store the chosen values of each method for ``scenario`` in the defaults file the configs read."""
     document = json.loads(path.read_text())
@@ -740,7 +841,8 @@ def tuning_report(storage: Any, budget: int) -> str:
              f"(digits, its own memorising recipe; {' and '.join(TRANSFER_FORGET)}, UA and RA above {TRANSFER_MIN_UA:g} %); "
              "where it does not, the next eligible choice is taken. Runs repeat to the last digit only on one machine, so",
              "each study records the machine it was scored on, and a variant is compared only with studies scored on the",
-             "same one.",
+             "same one, or scored again there (`tune --rescore`: the chosen point, and its confirmation's points, once",
+             "more on the variant's machine).",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
@@ -752,11 +854,12 @@ def tuning_report(storage: Any, budget: int) -> str:
     if untuned:
         lines += [f"No study yet (their config's defaults stand): {', '.join(untuned)}.", ""]
     loaded = [optuna.load_study(study_name=s.study_name, storage=storage) for s in summaries]
-    studies = [s for s in loaded if "confirms" not in s.user_attrs]
+    studies = [s for s in loaded if "confirms" not in s.user_attrs and "rescores" not in s.user_attrs]
     current = [s for s in studies if not _superseded(s)]
     lines += _ranking(current, budget)
     lines += _confirmations([s for s in loaded if "confirms" in s.user_attrs])
-    evidence: dict[tuple, tuple] = {}  # round_option_evidence and its machines per method and objective, loaded once
+    lines += _rescores([s for s in loaded if "rescores" in s.user_attrs])
+    evidence: dict[tuple, list[Candidate]] = {}  # round_option_evidence per method and objective, loaded once
     for study in current + [s for s in studies if _superseded(s)]:
         attrs = study.user_attrs
         method = attrs.get("method", study.study_name)
@@ -802,38 +905,61 @@ def tuning_report(storage: Any, budget: int) -> str:
             if attrs.get("round_options"):
                 group = (method, attrs.get("forget"), tuple(attrs.get("settings", [])))
                 if group not in evidence:
-                    candidates = round_option_evidence(storage, method, group[1],
-                                                       [TuneSetting(name, None) for name in group[2]])
-                    evidence[group] = candidates, evidence_machines(storage, candidates)
-                lines += _gains_over_parts(study, *evidence[group])
+                    evidence[group] = round_option_evidence(storage, method, group[1],
+                                                            [TuneSetting(name, None) for name in group[2]])
+                lines += _gains_over_parts(study, evidence[group])
         lines.append("")
     return "\n".join(lines)
 
 
-def _gains_over_parts(study: Any, candidates: list[tuple[dict[str, Any], Any, Any, dict[str, float]]],
-                      machines: dict[str, str]) -> list[str]:
+def _gains_over_parts(study: Any, candidates: list[Candidate]) -> list[str]:
     """For a round-option variant: its paired gain over the base study and over each variant whose options are
-    part of its own, on the points the margin rule judges them on (``candidates``, its method's
-    :func:`round_option_evidence`, scored on ``machines``), with its verdict (:func:`chosen_values`)."""
-    options = study.user_attrs["round_options"]
-    own = next((c for c in candidates if c[1].study_name == study.study_name), None)
+    part of its own, on the points and the machine the margin rule judges them on (``candidates``, its method's
+    :func:`round_option_evidence`), with its verdict (:func:`chosen_values`)."""
+    own = next((c for c in candidates if c.study.study_name == study.study_name), None)
     if own is None:
         return []
     verdicts = []
-    for theirs, part, best, gaps in candidates:
-        gain = paired_gain(gaps, own[3])
-        if part is own[1] or not theirs.items() <= options.items() or gain is None:
+    for part in _parts(own, candidates):
+        machine = common_machine(own, part)
+        mine, theirs = (own.gaps, part.gaps) if machine is None else (own.by_machine[machine][1],
+                                                                      part.by_machine[machine][1])
+        gain = paired_gain(theirs, mine)
+        if gain is None:
             continue
-        if not comparable(machines[study.study_name], machines[part.study_name]):
+        if machine is None:
             verdict = "not compared: scored on another machine"
         else:
-            verdict = "a clear gain" if clearly_beats(own[2], own[3], best, gaps) else "no clear gain"
-        verdicts.append(f"over {rounds_label(theirs) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} ({verdict})")
-    points = len(own[3])
-    fresh = points > len(own[2].user_attrs.get("gaps", {}))
+            verdict = ("a clear gain" if clearly_beats(*own.by_machine[machine], *part.by_machine[machine])
+                       else "no clear gain")
+            if not machine == own.machine == part.machine:
+                verdict += f", both scored on {machine}"
+        verdicts.append(f"over {rounds_label(part.options) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} ({verdict})")
+    points = len(own.gaps)
+    fresh = points > len(own.best.user_attrs.get("gaps", {}))
     return ["", f"Paired gain per point (mean ± standard error over {points} points"
             + (", the objective's and its confirmation's" if fresh else "")
             + f"; clear above {MARGIN_STANDARD_ERRORS:g} standard errors): " + "; ".join(verdicts) + "."] if verdicts else []
+
+
+def _rescores(studies: list[Any]) -> list[str]:
+    """One table of the chosen points scored again on another machine (:func:`rescore_parts`)."""
+    if not studies:
+        return []
+    lines = ["## Chosen points scored again on another machine", "",
+             "Each study's chosen point (or its confirmation's fresh points) scored once more, on the same points, on "
+             "another machine, so that a round-option variant scored there is paired with it on one machine.", "",
+             "| study | points | as recorded | again | machine |", "|---|---|---|---|---|"]
+    for study in sorted(studies, key=lambda s: s.study_name):
+        scored = first_finished(study, 1)
+        attrs = study.user_attrs
+        source = attrs["rescores"]
+        kind = "confirmation points" if source.endswith("|confirmation") else "objective"
+        recorded = attrs.get("recorded_value")
+        lines.append(f"| {study_label(study)} — forget {source.split('|')[1]} | {kind}: forget {attrs.get('forget')}, "
+                     f"seeds {attrs.get('seeds')} | {_fmt(recorded)} | "
+                     f"{f'{scored[0].value:.3f}' if scored else 'not scored yet'} | {scored_on(study)} |")
+    return lines + [""]
 
 
 def _confirmations(studies: list[Any]) -> list[str]:
