@@ -721,6 +721,11 @@ def test_tune_refuses_seeds_the_tables_report_and_untunable_methods(capsys):
     assert "seeds start at" in capsys.readouterr().err
     assert main(["tune", "--methods", "retrain", "--trials", "1"]) == 2
     assert "reference" in capsys.readouterr().err
+    # rescoring and confirming each run one point per study, one run at a time
+    assert main(["tune", "--methods", "ft", "--rescore", "--confirm-on", "random:0.1"]) == 2
+    assert "two separate runs" in capsys.readouterr().err
+    assert main(["tune", "--methods", "ft", "--rescore", "--workers", "2"]) == 2
+    assert "--rescore runs one point per study" in capsys.readouterr().err
 
 
 def test_a_study_over_an_earlier_search_space_is_kept_for_the_record_and_left_out_of_the_ranking(tmp_path):

@@ -627,7 +627,7 @@ def comparable(machine: str, other: str) -> bool:
 
 def common_machine(candidate: Candidate, other: Candidate) -> str | None:
     """The machine on which both candidates' evidence was scored (``candidate``'s own where both were), or None."""
-    shared = sorted(m for m in candidate.by_machine.keys() & other.by_machine.keys() if comparable(m, m))
+    shared = sorted(m for m in candidate.by_machine.keys() & other.by_machine.keys() if m != SEVERAL_MACHINES)
     return candidate.machine if candidate.machine in shared else (shared[0] if shared else None)
 
 
@@ -778,9 +778,11 @@ def rescore_parts(storage: Any, method: str, forget: str, settings: list[TuneSet
             if attrs.get("settings") != [s.name for s in settings]:
                 raise WssclError(f"{source.study_name} was scored on settings {attrs.get('settings')}; rescore it "
                                  f"with --datasets {','.join(attrs.get('settings', []))}.")
+            if scored_on(source) == here:  # its confirmation may have been scored here in the first place
+                continue
             rescore = optuna.create_study(study_name=rescore_name(source.study_name, here), storage=storage,
                                           load_if_exists=True, direction="minimize")
-            if here not in _by_machine(storage, names | {rescore.study_name}, source, scored):
+            if confirmed_score(rescore, candidate.best) is None:
                 for key in ("method", "forget", "settings", "seeds", "round_options"):
                     if key in attrs:
                         rescore.set_user_attr(key, attrs[key])
