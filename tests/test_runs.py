@@ -460,9 +460,11 @@ def test_round_option_variants_score_the_chosen_point_again(digits_trained, tmp_
     assert "trains in no rounds on the forget set, so it has no forget pass floor variant" in capsys.readouterr().err
 
 
-def _scored_study(storage, name, gaps, options=None, confirms=None, method="ft", forget="random:0.1", params=None):
+def _scored_study(storage, name, gaps, options=None, confirms=None, method="ft", forget="random:0.1", params=None,
+                  scores=None):
     """A finished one-trial study of ``method`` (FT at lr 0.01 unless ``params``) whose trial scored ``gaps``
-    (per objective point); with ``confirms``, the confirmation of that study on fresh points."""
+    (per objective point, and ``scores`` there if given); with ``confirms``, the confirmation of that study on
+    fresh points."""
     import optuna
 
     study = optuna.create_study(study_name=name, storage=storage)
@@ -475,7 +477,7 @@ def _scored_study(storage, name, gaps, options=None, confirms=None, method="ft",
     params = params or {"lr": 0.01}
     study.add_trial(optuna.trial.create_trial(
         params=params, distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()},
-        value=float(np.mean(list(gaps.values()))), user_attrs={"gaps": gaps}))
+        value=float(np.mean(list(gaps.values()))), user_attrs={"gaps": gaps, **({"scores": scores} if scores else {})}))
 
 
 @pytest.mark.parametrize("variant_gaps, variant_wins", [
@@ -502,6 +504,60 @@ def test_a_round_option_variant_replaces_the_base_only_by_a_clear_margin(variant
     assert tune.clear_gain({"a": 1.0}, {"a": 0.0}) is False  # one point: no noise estimate
 
 
+def test_the_margin_keeps_its_chance_on_fewer_points():
+    """Eight points or more: two standard errors. Fewer: the Student-t value that leaves noise the same one-sided
+    chance of clearing the margin as two standard errors over eight points, so it grows as the points shrink."""
+    from scipy import stats
+
+    from wsscl_core import tune
+
+    assert tune.margin_for(8) == tune.margin_for(16) == 2.0
+    margins = [tune.margin_for(n) for n in range(2, 8)]
+    assert margins == sorted(margins, reverse=True) and margins[0] == pytest.approx(7.39, abs=0.01)
+    chance = stats.t.sf(2.0, 7)
+    assert all(stats.t.sf(m, n - 1) == pytest.approx(chance) for n, m in zip(range(2, 8), margins))
+
+
+@pytest.mark.parametrize("changed_gaps, variant_wins", [
+    ([0.50, 0.36], True),    # lower at both points where the runs differ, consistently: clear at 7.4 SE
+    ([0.50, 1.20], False),   # one better, one worse: inside the noise
+])
+def test_a_variant_is_judged_on_the_points_where_its_runs_differ(changed_gaps, variant_wins):
+    """A forget pass floor changes only the runs on small forget sets; elsewhere it is the same computation
+    (the same scores to the last digit, on one machine) and says nothing of the variant. Its gains are judged on
+    the points where the runs differ, against the margin for that many points: six exact zeros would otherwise
+    hold the standard error down and the mean down more, so that no gain at two points of eight could clear it."""
+    import optuna
+
+    from wsscl_core import tune
+
+    storage = optuna.storages.InMemoryStorage()
+    settings = [tune.TuneSetting("digits", None)]
+    points = [f"digits:{seed}" for seed in range(100, 108)]
+    base_gaps = [0.94, 0.89, 3.70, 4.93, 0.57, 0.75, 4.41, 3.80]
+    scores = {p: {"UA": 9.0 + i, "RA": 92.0, "TA": 88.0, "MIA": 12.0, "MIA_AUC": 0.51 + i / 100}
+              for i, p in enumerate(points)}
+    _scored_study(storage, "ft|random:0.1|digits", dict(zip(points, base_gaps)), scores=scores)
+    variant_scores = {**scores, **{p: {**scores[p], "MIA_AUC": 0.6} for p in points[:2]}}
+    variant = dict(zip(points, changed_gaps + base_gaps[2:]))
+    _scored_study(storage, "ft|random:0.1|digits|forget pass floor", variant, {"forget_pass_floor": True},
+                  scores=variant_scores)
+    chosen, _ = tune.chosen_values(storage, "ft", "random:0.1", settings)
+    assert chosen == ({"lr": 0.01, "forget_pass_floor": True} if variant_wins else {"lr": 0.01})
+    # over all eight points the same gains could not clear the margin, however large
+    gain = tune.paired_gain(dict(zip(points, base_gaps)), variant)
+    assert gain[0] < tune.MARGIN_STANDARD_ERRORS * gain[1]
+    report = tune.tuning_report(storage, 1)
+    assert "on the 2 points where the runs differ (" + ("a clear gain" if variant_wins else "no clear gain") in report
+    # the same Avg.Gap with other scores (here the loss attack's AUC) is two runs that differ
+    base, floor = tune.round_option_evidence(storage, "ft", "random:0.1", settings)
+    same_gap = {**floor.gaps, points[2]: base.gaps[points[2]]}
+    other_auc = {**floor.by_machine[floor.machine].scores, points[2]: {**scores[points[2]], "MIA_AUC": 0.7}}
+    assert tune.differing_points(base.by_machine[base.machine], tune.Evidence(0.0, same_gap, other_auc)) == points[:3]
+    # where a trial kept no scores (trials before they were kept), every point counts, as before
+    assert tune.differing_points(tune.Evidence(0.0, base.gaps, {}), tune.Evidence(0.0, floor.gaps, {})) == points
+
+
 def test_two_round_options_are_kept_together_only_if_each_clearly_adds_to_the_other():
     """Plain rounds with a cosine schedule must clearly beat plain rounds alone (and the cosine schedule alone),
     not only the base: here it is lower than plain rounds by less than the noise, so plain rounds are chosen."""
@@ -519,8 +575,9 @@ def test_two_round_options_are_kept_together_only_if_each_clearly_adds_to_the_ot
         _scored_study(storage, "ft|random:0.1|digits" + suffix, dict(zip(points, gaps)), options)
     assert tune.chosen_values(storage, "ft", "random:0.1", settings) == ({"lr": 0.01, "augment_rounds": False}, 1.0)
     report = tune.tuning_report(storage, 1)  # docs/TUNING.md states each comparison and its verdict
-    assert ("over the base rounds +1.050 ± 0.155 (a clear gain); over cosine schedule +1.150 ± 0.171 (a clear "
-            "gain); over plain rounds +0.050 ± 0.155 (no clear gain).") in report
+    clear = "clear above 2.5 standard errors"  # four points: the Student-t margin of eight points' chance
+    assert (f"over the base rounds +1.050 ± 0.155 (a clear gain, {clear}); over cosine schedule +1.150 ± 0.171 (a "
+            f"clear gain, {clear}); over plain rounds +0.050 ± 0.155 (no clear gain, {clear}).") in report
     # lower at every point by the same amount: the combination clearly adds to plain rounds, and is chosen
     optuna.delete_study(study_name="ft|random:0.1|digits|plain rounds, cosine schedule", storage=storage)
     _scored_study(storage, "ft|random:0.1|digits|plain rounds, cosine schedule",
@@ -571,8 +628,8 @@ def test_confirmation_points_pool_with_the_objective_only_when_every_round_optio
     fresh = [f"digits:{seed}" for seed in (104, 105, 106, 107)]
     names = {"": ("ft|random:0.1|digits", None), "cosine": ("ft|random:0.1|digits|cosine schedule", {"schedule": "cosine"})}
     _scored_study(storage, names[""][0], dict(zip(objective, [2.0, 2.1, 1.9, 2.0])))
-    _scored_study(storage, names["cosine"][0], dict(zip(objective, [1.5, 2.3, 1.6, 2.0])), names["cosine"][1])
-    assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01}  # +0.150 ± 0.155
+    _scored_study(storage, names["cosine"][0], dict(zip(objective, [1.5, 2.3, 1.6, 1.9])), names["cosine"][1])
+    assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01}  # +0.175 ± 0.149
     _scored_study(storage, tune.confirmation_name(names[""][0]), dict(zip(fresh, [2.0, 2.2, 1.8, 2.1])),
                   confirms=names[""][0])
     assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01}  # not every one confirmed
@@ -581,10 +638,11 @@ def test_confirmation_points_pool_with_the_objective_only_when_every_round_optio
     evidence = {c.options.get("schedule", "base"): c.gaps
                 for c in tune.round_option_evidence(storage, "ft", "random:0.1", settings)}
     assert sorted(evidence["cosine"]) == sorted(objective + fresh) and evidence["base"].keys() == evidence["cosine"].keys()
-    assert tune.chosen_values(storage, "ft", "random:0.1", settings) == ({"lr": 0.01, "schedule": "cosine"}, 1.85)
+    chosen, value = tune.chosen_values(storage, "ft", "random:0.1", settings)
+    assert chosen == {"lr": 0.01, "schedule": "cosine"} and value == pytest.approx(1.825)
     report = tune.tuning_report(storage, 1)
     assert "over 8 points, the objective's and its confirmation's" in report
-    assert "over the base rounds +0.175 ± 0.073 (a clear gain)" in report  # pooled: 8 paired gains
+    assert "over the base rounds +0.188 ± 0.069 (a clear gain)" in report  # pooled: 8 paired gains
     # confirmation studies are listed on their own, not ranked as tuning studies
     assert "## FT (cosine schedule) — forget random:0.1\n" in report and "|confirmation" not in report
     assert "| FT (cosine schedule) — forget random:0.1 | forget random:0.1, seeds None | 1.825 |" in report
@@ -909,7 +967,7 @@ def test_a_study_scored_again_on_the_variants_machine_is_paired_there():
     chosen, value = tune.chosen_values(storage, "ft", "random:0.1", settings)
     assert chosen == {"lr": 0.01, "schedule": "cosine"} and value == pytest.approx(1.0)
     report = tune.tuning_report(storage, 1)
-    assert "over the base rounds +1.000 ± 0.000 (a clear gain, both scored on cpu B)" in report
+    assert "over the base rounds +1.000 ± 0.000 (a clear gain, clear above 2.5 standard errors, both scored on cpu B)" in report
     assert "## Chosen points scored again on another machine" in report and "| cpu B |" in report
     assert "## FT — forget random:0.1\n" in report and "|on cpu B" not in report  # not ranked as a study
     # with confirmations pooled, the base's evidence on B needs its confirmation on B as well
@@ -925,7 +983,7 @@ def test_a_study_scored_again_on_the_variants_machine_is_paired_there():
     _scored_study(storage, rescored_fresh, dict(zip(fresh, [2.0, 2.0])), confirms=None)
     _on_machine(storage, rescored_fresh, "cpu B", rescores=tune.confirmation_name(base))
     evidence = tune.round_option_evidence(storage, "ft", "random:0.1", settings)
-    assert sorted(evidence[0].by_machine) == ["cpu A", "cpu B"] and len(evidence[0].by_machine["cpu B"][1]) == 6
+    assert sorted(evidence[0].by_machine) == ["cpu A", "cpu B"] and len(evidence[0].by_machine["cpu B"].gaps) == 6
     assert tune.chosen_values(storage, "ft", "random:0.1", settings)[0] == {"lr": 0.01, "schedule": "cosine"}
 
 

@@ -42,8 +42,10 @@ REFERENCES = "retrain-references"  # the study whose user attributes hold Retrai
 # margin (chosen_values).
 # A round-option variant replaces the base only if it gains more than this many standard errors of its
 # per-point gains (clear_gain): with the objectives' eight points, about a 4 % one-sided chance (Student's t,
-# 7 degrees of freedom) that noise alone clears it.
+# 7 degrees of freedom) that noise alone clears it. Judged on fewer points (a variant that changes only some
+# runs), it must clear the Student-t value with that same chance (margin_for).
 MARGIN_STANDARD_ERRORS = 2.0
+MARGIN_POINTS = 8
 # First split seed of the fresh points that confirm a round-option choice (tune --confirm-on): the objective
 # uses 100-101 and an earlier replication of the margin rule's verdicts 102-103.
 CONFIRMATION_SEED = 104
@@ -500,20 +502,56 @@ def paired_gain(base: dict[str, float], variant: dict[str, float]) -> tuple[floa
     return mean, spread / math.sqrt(len(gains))
 
 
+def margin_for(points: int) -> float:
+    """The standard errors a paired gain over ``points`` points must exceed: :data:`MARGIN_STANDARD_ERRORS`
+    from :data:`MARGIN_POINTS` points on, and with fewer the Student-t value that leaves noise alone the same
+    one-sided chance of clearing it (7.4 at two points, 3.2 at three), so few points are held to the same bar."""
+    from scipy import stats
+
+    if points >= MARGIN_POINTS:
+        return MARGIN_STANDARD_ERRORS
+    chance = stats.t.sf(MARGIN_STANDARD_ERRORS, MARGIN_POINTS - 1)
+    return float(stats.t.isf(chance, points - 1))
+
+
 def clear_gain(base: dict[str, float], variant: dict[str, float]) -> bool:
     """Whether a round-option variant beats the base by more than the objective's noise: its paired mean gain
-    (:func:`paired_gain`) exceeds :data:`MARGIN_STANDARD_ERRORS` standard errors. A gain inside that noise is
-    as likely to reverse on other splits as to hold, so the base stays; with a single point there is no noise
-    estimate, and the base stays too."""
+    (:func:`paired_gain`) exceeds :func:`margin_for` standard errors. A gain inside that noise is as likely to
+    reverse on other splits as to hold, so the base stays; with a single point there is no noise estimate,
+    and the base stays too."""
     gain = paired_gain(base, variant)
-    return gain is not None and gain[0] > MARGIN_STANDARD_ERRORS * gain[1]
+    return gain is not None and gain[0] > margin_for(len(base.keys() & variant.keys())) * gain[1]
 
 
-def clearly_beats(value: float, gaps: dict[str, float], other_value: float, other_gaps: dict[str, float]) -> bool:
-    """Whether a round-option variant (objective value ``value``, judged on ``gaps``) scores lower than another
-    study's chosen point on the objective and beats it by a clear margin (:func:`clear_gain`) over the points
-    both were scored on (see :func:`round_option_evidence`), all on one machine."""
-    return value < other_value and clear_gain(other_gaps, gaps)
+@dataclass
+class Evidence:
+    """A chosen point as scored on one machine: the objective's value there, and per point (the objective's,
+    with any pooled fresh points) its Avg.Gap and, where the trial recorded them, its scores."""
+
+    value: float
+    gaps: dict[str, float]
+    scores: dict[str, dict[str, float]]
+
+
+def differing_points(part: Evidence, variant: Evidence) -> list[str]:
+    """The points both scored where the two runs may differ. Runs repeat to the last digit on one machine, so
+    a point where both trials recorded the same scores (the loss attack's AUC among them, which ranks every
+    forget and held-out loss) is one computation twice (a forget pass floor on a forget set of 1,000 images or
+    more changes nothing): it says nothing of the variant, and would only dilute its gains with zeros. A point
+    either trial kept no scores for counts as differing, as every point did before trials kept them."""
+    def same(point: str) -> bool:
+        return point in part.scores and point in variant.scores and part.scores[point] == variant.scores[point]
+
+    return [p for p in sorted(part.gaps.keys() & variant.gaps.keys()) if not same(p)]
+
+
+def clearly_beats(variant: Evidence, part: Evidence) -> bool:
+    """Whether a round-option variant scores lower than another study's chosen point on the objective and
+    beats it by a clear margin (:func:`clear_gain`) over the points where their runs differ
+    (:func:`differing_points`), both as scored on one machine (see :func:`round_option_evidence`)."""
+    points = differing_points(part, variant)
+    return variant.value < part.value and clear_gain({p: part.gaps[p] for p in points},
+                                                     {p: variant.gaps[p] for p in points})
 
 
 def round_option_studies(storage: Any, method: str, forget: str,
@@ -564,12 +602,12 @@ class Candidate:
     study: Any
     best: Any
     machine: str
-    by_machine: dict[str, tuple[float, dict[str, float]]]
+    by_machine: dict[str, Evidence]
 
     @property
     def gaps(self) -> dict[str, float]:
         """The per-point Avg.Gaps of the study's own evidence."""
-        return self.by_machine[self.machine][1]
+        return self.by_machine[self.machine].gaps
 
 
 def _by_machine(storage: Any, names: set[str], study: Any, trial: Any) -> dict[str, Any]:
@@ -605,17 +643,22 @@ def round_option_evidence(storage: Any, method: str, forget: str, settings: list
     pooled = all(scored is not None for _, scored in confirmations)
     found = []
     for (options, study, best), (confirmation, confirmed) in zip(candidates, confirmations):
-        machine, gaps = scored_on(study), dict(best.user_attrs.get("gaps", {}))
         fresh = _by_machine(storage, names, confirmation, confirmed) if pooled else {}
-        if pooled:  # its own evidence pools its own confirmation, wherever that was scored
-            gaps.update(confirmed.user_attrs.get("gaps", {}))
-            machine = machine if scored_on(confirmation) == machine else SEVERAL_MACHINES
-        by_machine = {machine: (best.value, gaps)}
+
+        def evidence(trial: Any, extra: Any) -> Evidence:
+            """``trial``'s objective points, with ``extra``'s fresh points where the candidates pool them."""
+            trials = [trial] + ([extra] if pooled else [])
+            return Evidence(trial.value, {k: v for t in trials for k, v in t.user_attrs.get("gaps", {}).items()},
+                            {k: v for t in trials for k, v in t.user_attrs.get("scores", {}).items()})
+
+        machine = scored_on(study)
+        if pooled and scored_on(confirmation) != machine:  # its own evidence pools its own confirmation
+            machine = SEVERAL_MACHINES
+        by_machine = {machine: evidence(best, confirmed)}
         for where, trial in _by_machine(storage, names, study, best).items():
-            if where in by_machine or not comparable(where, where) or (pooled and where not in fresh):
+            if where in by_machine or where == SEVERAL_MACHINES or (pooled and where not in fresh):
                 continue
-            by_machine[where] = (trial.value, {**trial.user_attrs.get("gaps", {}),
-                                               **(fresh[where].user_attrs.get("gaps", {}) if pooled else {})})
+            by_machine[where] = evidence(trial, fresh.get(where))
         found.append(Candidate(options, study, best, machine, by_machine))
     return found
 
@@ -662,7 +705,7 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
                                f"two were scored on different machines ({candidate.machine}; {part.machine}): score "
                                "both on one (tune --rescore)")
                 return False
-            if not clearly_beats(*candidate.by_machine[machine], *part.by_machine[machine]):
+            if not clearly_beats(candidate.by_machine[machine], part.by_machine[machine]):
                 return False
         return True
 
@@ -924,24 +967,32 @@ def _gains_over_parts(study: Any, candidates: list[Candidate]) -> list[str]:
     verdicts = []
     for part in _parts(own, candidates):
         machine = common_machine(own, part)
-        mine, theirs = (own.gaps, part.gaps) if machine is None else (own.by_machine[machine][1],
-                                                                      part.by_machine[machine][1])
-        gain = paired_gain(theirs, mine)
-        if gain is None:
+        mine, theirs = (own.by_machine[own.machine], part.by_machine[part.machine]) if machine is None else (
+            own.by_machine[machine], part.by_machine[machine])
+        points = differing_points(theirs, mine)
+        gain = paired_gain({p: theirs.gaps[p] for p in points}, {p: mine.gaps[p] for p in points})
+        where = "" if len(points) == len(own.gaps) else f" on the {len(points)} points where the runs differ"
+        label = rounds_label(part.options) or "the base rounds"
+        if gain is None:  # no noise estimate: not clear
+            verdicts.append(f"over {label}: the same runs at every point" if not points else
+                            f"over {label} {theirs.gaps[points[0]] - mine.gaps[points[0]]:+.3f} at the one point "
+                            "where the runs differ (no clear gain)")
             continue
         if machine is None:
             verdict = "not compared: scored on another machine"
         else:
-            verdict = ("a clear gain" if clearly_beats(*own.by_machine[machine], *part.by_machine[machine])
-                       else "no clear gain")
+            verdict = "a clear gain" if clearly_beats(mine, theirs) else "no clear gain"
+            if len(points) < MARGIN_POINTS:
+                verdict += f", clear above {margin_for(len(points)):.1f} standard errors"
             if not machine == own.machine == part.machine:
                 verdict += f", both scored on {machine}"
-        verdicts.append(f"over {rounds_label(part.options) or 'the base rounds'} {gain[0]:+.3f} ± {gain[1]:.3f} ({verdict})")
+        verdicts.append(f"over {label} {gain[0]:+.3f} ± {gain[1]:.3f}{where} ({verdict})")
     points = len(own.gaps)
     fresh = points > len(own.best.user_attrs.get("gaps", {}))
     return ["", f"Paired gain per point (mean ± standard error over {points} points"
             + (", the objective's and its confirmation's" if fresh else "")
-            + f"; clear above {MARGIN_STANDARD_ERRORS:g} standard errors): " + "; ".join(verdicts) + "."] if verdicts else []
+            + f"; clear above {MARGIN_STANDARD_ERRORS:g} standard errors, above more with fewer than {MARGIN_POINTS} "
+            "points where the runs differ): " + "; ".join(verdicts) + "."] if verdicts else []
 
 
 def _rescores(studies: list[Any]) -> list[str]:
