@@ -887,7 +887,10 @@ def tuning_report(storage: Any, budget: int) -> str:
              "where it does not, the next eligible choice is taken. Runs repeat to the last digit only on one machine, so",
              "each study records the machine it was scored on, and a variant is compared only with studies scored on the",
              "same one, or scored again there (`tune --rescore`: the chosen point, and its confirmation's points, once",
-             "more on the variant's machine).",
+             "more on the variant's machine). A point where the two runs scored the same to the last digit (loss-attack",
+             "AUC included) is one computation twice and is left out of the pairing; judged on fewer than",
+             f"{MARGIN_POINTS} points, a gain must clear the Student-t value with the same chance as {MARGIN_STANDARD_ERRORS:g} "
+             f"standard errors over {MARGIN_POINTS} (7.4 at two points).",
              "The chosen values are the best of each study's first finished trials within its budget (`tune --trials`, the same for every method of a",
              "scenario; given with each study and ranking below). Learning rates are",
              f"in the defaults file's units: for an original trained at learning rate {TUNED_RECIPE_LR:g}; a run",
@@ -991,8 +994,7 @@ def _gains_over_parts(study: Any, candidates: list[Candidate]) -> list[str]:
     fresh = points > len(own.best.user_attrs.get("gaps", {}))
     return ["", f"Paired gain per point (mean ± standard error over {points} points"
             + (", the objective's and its confirmation's" if fresh else "")
-            + f"; clear above {MARGIN_STANDARD_ERRORS:g} standard errors, above more with fewer than {MARGIN_POINTS} "
-            "points where the runs differ): " + "; ".join(verdicts) + "."] if verdicts else []
+            + f"; clear above {MARGIN_STANDARD_ERRORS:g} standard errors): " + "; ".join(verdicts) + "."] if verdicts else []
 
 
 def _rescores(studies: list[Any]) -> list[str]:
@@ -1008,9 +1010,8 @@ def _rescores(studies: list[Any]) -> list[str]:
         attrs = study.user_attrs
         source = attrs["rescores"]
         kind = "confirmation points" if source.endswith("|confirmation") else "objective"
-        recorded = attrs.get("recorded_value")
         lines.append(f"| {study_label(study)} — forget {source.split('|')[1]} | {kind}: forget {attrs.get('forget')}, "
-                     f"seeds {attrs.get('seeds')} | {_fmt(recorded)} | "
+                     f"seeds {attrs.get('seeds')} | {attrs['recorded_value']:.3f} | "
                      f"{f'{scored[0].value:.3f}' if scored else 'not scored yet'} | {scored_on(study)} |")
     return lines + [""]
 
