@@ -663,11 +663,6 @@ def round_option_evidence(storage: Any, method: str, forget: str, settings: list
     return found
 
 
-def comparable(machine: str, other: str) -> bool:
-    """Whether evidence scored on these two machines may be paired: the same one, and not several."""
-    return machine == other != SEVERAL_MACHINES
-
-
 def common_machine(candidate: Candidate, other: Candidate) -> str | None:
     """The machine on which both candidates' evidence was scored (``candidate``'s own where both were), or None."""
     shared = sorted(m for m in candidate.by_machine.keys() & other.by_machine.keys() if m != SEVERAL_MACHINES)
