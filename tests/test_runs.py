@@ -905,6 +905,17 @@ def test_tuning_settings_train_their_originals_as_the_store_was_scored(digits_ch
     assert cached.stat().st_mtime_ns == written
 
 
+def _on_machine(storage, name, machine, rescores=None):
+    """Mark a study as scored on ``machine``; with ``rescores``, as the rescore of that study there."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    study.set_user_attr("machine", machine)
+    if rescores is not None:
+        study.set_user_attr("rescores", rescores)
+        study.set_user_attr("recorded_value", optuna.load_study(study_name=rescores, storage=storage).best_value)
+
+
 @pytest.mark.parametrize("variant_machine", ["cpu A; torch 2", "cpu B; torch 2"])
 def test_a_round_option_variant_is_compared_only_with_parts_scored_on_its_machine(variant_machine):
     """Runs repeat to the last digit only on one machine, so a variant that clearly beats the base on its
@@ -920,25 +931,13 @@ def test_a_round_option_variant_is_compared_only_with_parts_scored_on_its_machin
     _scored_study(storage, "ft|random:0.1|digits", dict(zip(points, [2.0, 2.1, 1.9, 2.0])))
     _scored_study(storage, "ft|random:0.1|digits|cosine schedule", dict(zip(points, [1.0, 1.1, 0.9, 1.0])),
                   {"schedule": "cosine"})
-    optuna.load_study(study_name="ft|random:0.1|digits", storage=storage).set_user_attr("machine", "cpu A; torch 2")
-    optuna.load_study(study_name="ft|random:0.1|digits|cosine schedule", storage=storage).set_user_attr(
-        "machine", variant_machine)
+    _on_machine(storage, "ft|random:0.1|digits", "cpu A; torch 2")
+    _on_machine(storage, "ft|random:0.1|digits|cosine schedule", variant_machine)
     refused = []
     chosen, _ = tune.chosen_values(storage, "ft", "random:0.1", settings, on_refused=refused.append)
     apart = variant_machine != "cpu A; torch 2"
     assert chosen == ({"lr": 0.01} if apart else {"lr": 0.01, "schedule": "cosine"})
     assert bool(refused) == apart and all("scored on different machines" in r for r in refused)
-
-
-def _on_machine(storage, name, machine, rescores=None):
-    """Mark a study as scored on ``machine``; with ``rescores``, as the rescore of that study there."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=storage)
-    study.set_user_attr("machine", machine)
-    if rescores is not None:
-        study.set_user_attr("rescores", rescores)
-        study.set_user_attr("recorded_value", optuna.load_study(study_name=rescores, storage=storage).best_value)
 
 
 def test_a_study_scored_again_on_the_variants_machine_is_paired_there():

@@ -545,13 +545,17 @@ def differing_points(part: Evidence, variant: Evidence) -> list[str]:
     return [p for p in sorted(part.gaps.keys() & variant.gaps.keys()) if not same(p)]
 
 
+def gaps_where_runs_differ(part: Evidence, variant: Evidence) -> tuple[dict[str, float], dict[str, float]]:
+    """Both Avg.Gaps at the points where the two runs differ (:func:`differing_points`): what the rule pairs."""
+    points = differing_points(part, variant)
+    return {p: part.gaps[p] for p in points}, {p: variant.gaps[p] for p in points}
+
+
 def clearly_beats(variant: Evidence, part: Evidence) -> bool:
     """Whether a round-option variant scores lower than another study's chosen point on the objective and
     beats it by a clear margin (:func:`clear_gain`) over the points where their runs differ
-    (:func:`differing_points`), both as scored on one machine (see :func:`round_option_evidence`)."""
-    points = differing_points(part, variant)
-    return variant.value < part.value and clear_gain({p: part.gaps[p] for p in points},
-                                                     {p: variant.gaps[p] for p in points})
+    (:func:`gaps_where_runs_differ`), both as scored on one machine (see :func:`round_option_evidence`)."""
+    return variant.value < part.value and clear_gain(*gaps_where_runs_differ(part, variant))
 
 
 def round_option_studies(storage: Any, method: str, forget: str,
@@ -967,13 +971,14 @@ def _gains_over_parts(study: Any, candidates: list[Candidate]) -> list[str]:
         machine = common_machine(own, part)
         mine, theirs = (own.by_machine[own.machine], part.by_machine[part.machine]) if machine is None else (
             own.by_machine[machine], part.by_machine[machine])
-        points = differing_points(theirs, mine)
-        gain = paired_gain({p: theirs.gaps[p] for p in points}, {p: mine.gaps[p] for p in points})
+        their_gaps, my_gaps = gaps_where_runs_differ(theirs, mine)
+        points = sorted(my_gaps)
+        gain = paired_gain(their_gaps, my_gaps)
         where = "" if len(points) == len(own.gaps) else f" on the {len(points)} points where the runs differ"
         label = rounds_label(part.options) or "the base rounds"
         if gain is None:  # no noise estimate: not clear
             verdicts.append(f"over {label}: the same runs at every point" if not points else
-                            f"over {label} {theirs.gaps[points[0]] - mine.gaps[points[0]]:+.3f} at the one point "
+                            f"over {label} {their_gaps[points[0]] - my_gaps[points[0]]:+.3f} at the one point "
                             "where the runs differ (no clear gain)")
             continue
         if machine is None:
