@@ -11,6 +11,7 @@ Retrain runs once per setting and split, and its scores are kept in the store fo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -23,7 +24,7 @@ from typing import Any, Callable, get_args
 
 import torch
 
-from .data import ForgetSpec, load_dataset
+from .data import ForgetSpec, load_dataset, load_default_subset
 from .engine import CancelFlag, Schedule, TrainRecipe, check_cancel
 from .errors import RunCancelled, WssclError
 from .fileio import atomic_write_text
@@ -50,11 +51,14 @@ MARGIN_POINTS = 8
 # uses 100-101 and an earlier replication of the margin rule's verdicts 102-103.
 CONFIRMATION_SEED = 104
 # A class default must forget classes it was not tuned on, on an original trained apart from the tuning
-# settings (digits, its own memorising recipe): a round-option variant is kept only where it still does
-# (transfer_failures). The base rounds are the fallback and are not held to it.
+# settings (digits, its own memorising recipe), and the objective's classes at a tenth of their size
+# (transfer_failures): the margin rule chooses among the candidates that fail fewest of these (chosen_values).
 # Ragged batches, as when the recorded verdicts (docs/TUNING.md) were made: the check is part of the rule.
 TRANSFER_RECIPE = TrainRecipe(epochs=12, lr=TUNED_RECIPE_LR, batch_size=64, augment=False, batching="ragged")
 TRANSFER_FORGET = ("class:3", "class:0")
+# And on small classes: the objective's classes at a tenth of their size (small_transfer_workspace).
+SMALL_TRANSFER_PER_CLASS = 100
+SMALL_TRANSFER_FORGET = ("class:5", "class:2")
 # The original of every tuning setting after the first (digits): the default recipe with ragged batches, as the
 # store's studies and Retrain references were scored on it (a cached file trained another way is replaced).
 SETTING_RECIPE = TrainRecipe(batching="ragged")
@@ -686,17 +690,38 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
     alike. It is chosen only if it scores lower on the objective than, and beats by a clear margin
     (:func:`clear_gain`, over the objective's points and any confirmation's fresh points), the base and every
     variant whose options are a part of its own (plain rounds and a cosine schedule must each clearly add to
-    the other): the lowest variant that does and, on class forgetting, still forgets the classes of
-    :func:`transfer_failures` (``on_refused`` hears of each that does not), else the base. A variant is
+    the other): the lowest variant that does, else the base (:func:`margin_choice`). On class forgetting a
+    default must also forget the classes of :func:`transfer_failures` and keep D_r there, so the margin rule
+    chooses among the candidates with the fewest failures there (``on_refused`` hears of every failure): every
+    candidate is run on them. A variant is
     compared with each part on a machine both were scored on (:func:`scored_on`, or scored again there by
     :func:`rescore_parts`), values and points alike; one that scores lower than a part scored only elsewhere
     is not eligible, and ``on_refused`` hears of it. None if no study has a finite best."""
     candidates = round_option_evidence(storage, method, forget, settings)
     if not candidates:
         return None
+    pool = candidates
+    if scenario_of(forget) == "class":
+        rounds = BASE_ROUNDS if has_rounds(method) else {}  # as the objective ran them, whatever the file holds
+        failures = {id(c): transfer_failures(method, {**rounds, **study_values(c.study, c.best)}) for c in candidates}
+        for candidate in candidates:
+            if failures[id(candidate)] and on_refused is not None:
+                on_refused(f"{study_label(candidate.study)}: on the transfer originals it leaves "
+                           f"{'; '.join(failures[id(candidate)])} (needs UA > {TRANSFER_MIN_UA:g} and RA > "
+                           f"{TRANSFER_MIN_RA:g})")
+        fewest = min(len(f) for f in failures.values())
+        pool = [c for c in candidates if len(failures[id(c)]) == fewest]
+    chosen = margin_choice(pool, on_refused)
+    return study_values(chosen.study, chosen.best), chosen.best.value
+
+
+def margin_choice(pool: list[Candidate], on_refused: Callable[[str], None] | None = None) -> Candidate:
+    """The candidate of ``pool`` the margin rule keeps: the lowest-scoring one that clearly beats every other
+    one of ``pool`` whose options are a part of its own, on a machine both were scored on; one with no such
+    part (the base, where ``pool`` has it) always does, and the base comes last."""
 
     def beats_its_parts(candidate: Candidate) -> bool:
-        for part in _parts(candidate, candidates):
+        for part in _parts(candidate, pool):
             machine = common_machine(candidate, part)
             if machine is None:
                 if on_refused is not None and candidate.best.value < part.best.value:
@@ -708,17 +733,7 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
                 return False
         return True
 
-    # the base (no parts) last: an eligible variant beat it, if on another machine's scores than its own value's
-    eligible = sorted((c for c in candidates if beats_its_parts(c)), key=lambda c: (not c.options, c.best.value))
-    for candidate in eligible:
-        values = study_values(candidate.study, candidate.best)
-        failures = transfer_failures(method, values) if candidate.options and scenario_of(forget) == "class" else []
-        if not failures:
-            return values, candidate.best.value
-        if on_refused is not None:
-            on_refused(f"{study_label(candidate.study)}: not kept, on the transfer original it leaves "
-                       f"{'; '.join(failures)} (needs UA > {TRANSFER_MIN_UA:g} and RA > {TRANSFER_MIN_RA:g})")
-    return None
+    return min((c for c in pool if beats_its_parts(c)), key=lambda c: (not c.options, c.best.value))
 
 
 @functools.lru_cache(maxsize=1)
@@ -730,17 +745,37 @@ def transfer_workspace() -> Workspace:
     return Workspace(data, model, meta, "compact", TRANSFER_RECIPE, torch.device("cpu"))
 
 
+@functools.lru_cache(maxsize=1)
+def small_transfer_workspace() -> Workspace:
+    """The second original class defaults are checked on: :data:`SMALL_TRANSFER_PER_CLASS` train images per
+    class of the shipped subset (a fixed draw), trained with the default recipe, on the CPU. Its classes are a
+    tenth of the objective's, so a stage that counts passes over D_f gets a tenth of the steps; the
+    validation images score it, as they score the tuning runs."""
+    subset = load_default_subset()
+    draw = torch.Generator().manual_seed(0)
+    labels = subset.train.labels
+    picked = torch.cat([members[torch.randperm(len(members), generator=draw)[:SMALL_TRANSFER_PER_CLASS]]
+                        for members in (torch.nonzero(labels == c).flatten() for c in range(subset.num_classes))])
+    data = dataclasses.replace(subset, name=f"{subset.name}-{SMALL_TRANSFER_PER_CLASS}-per-class",
+                               train=subset.train.subset(picked.sort().values), mean=(), std=())
+    recipe = TrainRecipe()
+    model, meta = train_original(data, "compact", recipe, seed=0, device="cpu")
+    return Workspace(data, model, meta, "compact", recipe, torch.device("cpu"))
+
+
 def transfer_failures(method: str, values: dict[str, Any]) -> list[str]:
-    """Where ``method`` with class-forgetting ``values`` does not transfer: each of :data:`TRANSFER_FORGET`
-    (split seed 0, validation images) on the :func:`transfer_workspace` original where its UA or RA is not
-    above the bound, as text ("class:3 UA 82.7, RA 99.4"). Empty when it forgets every one and keeps D_r."""
-    ws = transfer_workspace()
+    """Where ``method`` with class-forgetting ``values`` does not transfer: each of :data:`TRANSFER_FORGET` on
+    the :func:`transfer_workspace` original and of :data:`SMALL_TRANSFER_FORGET` on the
+    :func:`small_transfer_workspace` one (split seed 0, validation images) where its UA or RA is not above the
+    bound, as text ("digits class:3 UA 82.7, RA 99.4"). Empty when it forgets every one and keeps D_r."""
     failures = []
-    for forget in TRANSFER_FORGET:
-        request = RunRequest.parse(method, forget, scale_learning_rates(values, ws.recipe.lr), 0, "val")
-        scores = run(ws, request).scores()
-        if scores["UA"] <= TRANSFER_MIN_UA or scores["RA"] <= TRANSFER_MIN_RA:
-            failures.append(f"{forget} UA {scores['UA']:.1f}, RA {scores['RA']:.1f}")
+    for ws, forget_sets_there in ((transfer_workspace(), TRANSFER_FORGET),
+                                  (small_transfer_workspace(), SMALL_TRANSFER_FORGET)):
+        for forget in forget_sets_there:
+            request = RunRequest.parse(method, forget, scale_learning_rates(values, ws.recipe.lr), 0, "val")
+            scores = run(ws, request).scores()
+            if scores["UA"] <= TRANSFER_MIN_UA or scores["RA"] <= TRANSFER_MIN_RA:
+                failures.append(f"{ws.data.name} {forget} UA {scores['UA']:.1f}, RA {scores['RA']:.1f}")
     return failures
 
 
@@ -881,9 +916,12 @@ def tuning_report(storage: Any, budget: int) -> str:
              "by split), and among those the lowest: a smaller gain is inside the objective's noise. Where a variant",
              "scores lower than the base, `tune --confirm-on` scores every round option of the method on fresh points",
              f"(split seeds from {CONFIRMATION_SEED}, other classes), and the margin is then judged over both sets of points.",
-             "On class forgetting a variant must also forget classes it was not tuned on, on an original trained apart",
-             f"(digits, its own memorising recipe; {' and '.join(TRANSFER_FORGET)}, UA and RA above {TRANSFER_MIN_UA:g} %); "
-             "where it does not, the next eligible choice is taken. Runs repeat to the last digit only on one machine, so",
+             "On class forgetting a default must also forget classes it was not tuned on, with UA and RA above",
+             f"{TRANSFER_MIN_UA:g} %, on two originals trained apart: digits with its own memorising recipe "
+             f"({' and '.join(TRANSFER_FORGET)}), and",
+             f"{SMALL_TRANSFER_PER_CLASS} train images per class of the subset ({' and '.join(SMALL_TRANSFER_FORGET)}, "
+             "a tenth of the objective's classes); every candidate is run there, and the rule above chooses among",
+             "those with the fewest failures (`tune --write-defaults` prints each). Runs repeat to the last digit only on one machine, so",
              "each study records the machine it was scored on, and a variant is compared only with studies scored on the",
              "same one, or scored again there (`tune --rescore`: the chosen point, and its confirmation's points, once",
              "more on the variant's machine). A point where the two runs scored the same to the last digit (loss-attack",
