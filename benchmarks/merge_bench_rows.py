@@ -1,13 +1,14 @@
 """Join benchmark runs of the same setting: a re-run's methods into a base table, or runs of other seeds.
 
-    PYTHONPATH=. python benchmarks/merge_bench_rows.py BASE.json RERUN.json [--out-dir DIR]
+    PYTHONPATH=. python benchmarks/merge_bench_rows.py BASE.json RERUN.json [--only M1,M2] [--out-dir DIR]
     PYTHONPATH=. python benchmarks/merge_bench_rows.py --join-seeds SEED0.json SEED1.json ... [--out-dir DIR]
 
 When one method's defaults change, only that method needs running again. ``RERUN.json`` comes from
 ``bench --methods retrain,M1,M2 ...`` with the same checkpoint, forget set and seeds as ``BASE.json``.
 The merge is refused unless Retrain's scores in both runs are identical seed by seed (same splits,
 same Retrain model), so every gap in the merged table is to the same reference. RTE / Retrain of the
-re-run rows is taken against the base run's Retrain time.
+re-run rows is taken against the base run's Retrain time. ``--only`` takes only those methods of the re-run
+(an earlier run that holds the rows of the defaults as they are now, beside others that changed since).
 
 ``--join-seeds`` puts side by side runs of other seeds (``bench --seed S --seeds 1`` in parallel processes,
 one per core), each scored against its own seed's Retrain. It is refused unless every run has the same
@@ -29,14 +30,17 @@ def _check_same_setting(results: list[BenchResult]) -> None:
         raise SystemExit("The runs are not of the same dataset, model and forget set.")
 
 
-def merge(base: BenchResult, rerun: BenchResult) -> BenchResult:
-    """``base`` with every non-Retrain method of ``rerun`` replaced (or added) by ``rerun``'s rows."""
+def merge(base: BenchResult, rerun: BenchResult, only: set[str] | None = None) -> BenchResult:
+    """``base`` with every non-Retrain method of ``rerun`` (those of ``only``, if given) replaced (or added) by
+    ``rerun``'s rows."""
     _check_same_setting([base, rerun])
     reference = {r.seed: r.scores for r in base.of(REFERENCE)}
     if {r.seed: r.scores for r in rerun.of(REFERENCE)} != reference:
         raise SystemExit("Retrain's scores differ between the runs (other splits or another Retrain); "
                          "run the whole benchmark again instead.")
-    replaced = set(rerun.methods()) - {REFERENCE}
+    if only is not None and not only <= set(rerun.methods()):
+        raise SystemExit(f"The re-run has no rows of {', '.join(sorted(only - set(rerun.methods())))}.")
+    replaced = (set(rerun.methods()) if only is None else only) - {REFERENCE}
     rows = [r for r in base.rows if r.method not in replaced]
     order = base.methods() + [m for m in rerun.methods() if m not in base.methods()]
     rows += [r for r in rerun.rows if r.method in replaced]
@@ -69,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--join-seeds", action="store_true", help="join runs of other seeds instead of replacing methods")
     p.add_argument("--finished-only", action="store_true",
                    help="with --join-seeds: leave out the methods some run did not finish instead of refusing")
+    p.add_argument("--only", default=None, help="comma-separated methods: take only these from the re-run")
     p.add_argument("--out-dir", type=Path, default=None, help="also write the merged CSV/JSON here (to merge again)")
     args = p.parse_args(argv)
     if len(args.runs) < 2 or (len(args.runs) > 2 and not args.join_seeds):
         p.error("give BASE.json and RERUN.json, or two or more runs with --join-seeds")
     parts = [read_outputs(path) for path in args.runs]
-    result = join_seeds(parts, args.finished_only) if args.join_seeds else merge(*parts)
+    only = None if args.only is None else set(args.only.split(","))
+    result = join_seeds(parts, args.finished_only) if args.join_seeds else merge(*parts, only=only)
     if args.out_dir is not None:
         write_outputs(result, args.out_dir)
     print(table_markdown(result))

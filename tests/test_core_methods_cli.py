@@ -124,6 +124,10 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
     merged = merger.merge(base, rerun)
     assert merged.methods() == ["retrain", "original", "ft", "ga"]
     assert merged.of("ga")[0].config["epochs"] == 2 and merged.of("ft")[0].config["epochs"] == 1
+    # --only: the re-run's other methods (changed since) stay as the base has them
+    assert merger.merge(merged, base, only={"ft"}).of("ga")[0].config["epochs"] == 2
+    with pytest.raises(SystemExit, match="no rows of iu"):
+        merger.merge(base, rerun, only={"iu"})
     base_json = write_outputs(base, tmp_path / "base")[1]
     rerun_json = write_outputs(rerun, tmp_path / "rerun")[1]
     assert merger.main([str(base_json), str(rerun_json), "--out-dir", str(tmp_path / "merged")]) == 0

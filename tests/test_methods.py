@@ -180,7 +180,7 @@ def test_random_labels_on_a_class_split_come_from_the_kept_classes(ctx_for, monk
 def test_the_tuned_class_defaults_forget_the_class(digits, memorising_digits_checkpoint, method, forget):
     """The class defaults transfer: on a memorising digits original trained apart from the tuning settings,
     every method with a forgetting loss forgets other classes than it was tuned on and keeps D_r. ``tune
-    --write-defaults`` chooses among the candidates that fail fewest of these checks (tune.transfer_failures;
+    --write-defaults`` chooses among the candidates that pass this check where any does (tune.transfer_failures;
     RL and SalUn keep augmented rounds: with plain ones they left 7 % and 17 % of class 3); this guards the file."""
     ws = open_workspace(memorising_digits_checkpoint, digits, device="cpu")
     split = make_forget_split(digits.train.labels, ForgetSpec.parse(forget, 0), digits.num_classes)

@@ -588,16 +588,19 @@ def test_two_round_options_are_kept_together_only_if_each_clearly_adds_to_the_ot
 
 @pytest.mark.parametrize("failing, chosen_options", [
     ({}, {"augment_rounds": False}),  # every candidate transfers: the margin rule's choice
-    # the choice fails: among the others, plain rounds with the floor clearly beat the floor and the base
-    ({"plain": 2}, {"augment_rounds": False, "forget_pass_floor": True}),
-    ({"plain": 1, "base": 1, "floor": 1, "plain+floor": 1}, {"augment_rounds": False}),  # none does: all alike
-    ({"plain": 1, "floor": 2, "plain+floor": 1}, {}),  # only the base transfers
+    # the choice fails the small classes: among the others, plain rounds with the floor clearly beat the rest
+    ({"plain": (0, 1)}, {"augment_rounds": False, "forget_pass_floor": True}),
+    ({"plain": (1, 0), "base": (1, 0), "floor": (1, 0), "plain+floor": (1, 0)}, {"augment_rounds": False}),  # none
+    ({"plain": (0, 1), "floor": (0, 2), "plain+floor": (1, 0)}, {}),  # only the base transfers
+    # none passes both: among those that pass the digits check (the base and the floor), the floor
+    ({"plain": (1, 0), "plain+floor": (1, 1), "base": (0, 1), "floor": (0, 1)}, {"forget_pass_floor": True}),
 ])
-def test_a_class_default_is_chosen_among_the_candidates_that_transfer_best(monkeypatch, failing, chosen_options):
-    """On class forgetting the margin rule chooses among the candidates with the fewest failures on the
-    transfer originals (other classes of digits, and the objective's classes at a tenth of their size). Here
-    plain rounds clearly beat the base and the floor, the floor clearly beats the base, and plain rounds with the
-    floor add nothing clear to plain rounds; each candidate's transfer failures are given (none by default)."""
+def test_a_class_default_is_chosen_among_the_candidates_that_transfer(monkeypatch, failing, chosen_options):
+    """On class forgetting the margin rule chooses among the candidates that pass both transfer checks (other
+    classes of digits; the objective's classes at a tenth of their size), else among those that pass the
+    first, else among all. Here plain rounds clearly beat the base and the floor, the floor clearly beats the
+    base, and plain rounds with the floor add nothing clear to plain rounds; ``failing`` gives a candidate's
+    failures per check (none by default)."""
     import optuna
 
     from wsscl_core import tune
@@ -617,7 +620,7 @@ def test_a_class_default_is_chosen_among_the_candidates_that_transfer_best(monke
         ran.append(run_values)
         options = {k: v for k, v in run_values.items() if k in BASE_ROUNDS and v != BASE_ROUNDS[k]}
         name = next(n for n, (_, o) in candidates.items() if o == options)
-        return [f"digits class:3 UA 50.0, RA 99.0 ({name})"] * failing.get(name, 0)
+        return [[f"check {i} class:3 UA 50.0, RA 99.0 ({name})"] * n for i, n in enumerate(failing.get(name, (0, 0)))]
 
     monkeypatch.setattr(tune, "transfer_failures", failures)
     for gaps, options in candidates.values():
@@ -629,7 +632,7 @@ def test_a_class_default_is_chosen_among_the_candidates_that_transfer_best(monke
     assert value == pytest.approx(float(np.mean(next(g for g, o in candidates.values() if o == chosen_options))))
     # every candidate ran with the rounds its study scored, whatever the defaults file holds for it
     assert len(ran) == 4 and all(r.keys() >= BASE_ROUNDS.keys() for r in ran)
-    assert len(refused) == sum(1 for n in failing.values() if n)
+    assert len(refused) == sum(1 for n in failing.values() if any(n))
     _scored_study(storage, tune.study_name("rl", "random:0.1", settings), dict(zip(points, candidates["base"][0])),
                   method="rl", params=values)
     assert tune.chosen_values(storage, "rl", "random:0.1", settings)[0] == values
@@ -647,8 +650,9 @@ def test_the_transfer_check_runs_the_objectives_classes_on_a_small_original():
     assert torch.bincount(ws.data.train.labels).tolist() == [tune.SMALL_TRANSFER_PER_CLASS] * 10
     assert ws.metadata["metrics"]["RA"] > 99
     values = {**BASE_ROUNDS, **tuned_defaults("wsscl", "class"), "forget_pass_floor": False}
-    failures = tune.transfer_failures("wsscl", values)
-    assert any(f.startswith(f"{ws.data.name} class:") for f in failures), failures
+    on_digits, on_small = tune.transfer_failures("wsscl", values)
+    assert on_digits == [] and on_small and all(f.startswith(f"{ws.data.name} class:") for f in on_small), on_small
+    assert tune.checks_passed_in_order([on_digits, on_small]) == 1
 
 
 def test_confirmation_points_pool_with_the_objective_only_when_every_round_option_has_them():
