@@ -195,13 +195,12 @@ def test_the_tuned_class_defaults_forget_a_small_class():
     forgets a class of 100 images and keeps D_r (the second transfer check of ``tune --write-defaults``;
     without the floor on forget steps its stage on D_f gets a tenth of the steps, and it left 23 % of this
     class recognised)."""
-    method = "wsscl"
     from wsscl_core.tune import small_transfer_workspace
 
     ws = small_transfer_workspace()
     split = make_forget_split(ws.data.train.labels, ForgetSpec.parse("class:2", 0), ws.data.num_classes)
     ctx = ws.context(split, 0)
-    out = run_unlearning(method, ctx)  # its tuned class defaults
+    out = run_unlearning("wsscl", ctx)  # its tuned class defaults
     assert _accuracy_on(out.model, ctx, split.forget) < 5
     assert _accuracy_on(out.model, ctx, split.retain) > 95
 
