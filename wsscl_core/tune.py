@@ -704,16 +704,15 @@ def chosen_values(storage: Any, method: str, forget: str, settings: list[TuneSet
     pool = candidates
     if scenario_of(forget) == "class":
         rounds = BASE_ROUNDS if has_rounds(method) else {}  # as the objective ran them, whatever the file holds
-        passed = {}
+        passed = []
         for candidate in candidates:  # told as each is run: a few minutes per method
             failures = transfer_failures(method, {**rounds, **study_values(candidate.study, candidate.best)})
-            passed[id(candidate)] = checks_passed_in_order(failures)
+            passed.append(checks_passed_in_order(failures))
             if any(failures) and on_refused is not None:
                 on_refused(f"{study_label(candidate.study)}: on the transfer originals it leaves "
                            f"{'; '.join(f for check in failures for f in check)} (needs UA > {TRANSFER_MIN_UA:g} "
                            f"and RA > {TRANSFER_MIN_RA:g})")
-        most = max(passed.values())
-        pool = [c for c in candidates if passed[id(c)] == most]
+        pool = [c for c, checks in zip(candidates, passed) if checks == max(passed)]
     chosen = margin_choice(pool, on_refused)
     return study_values(chosen.study, chosen.best), chosen.best.value
 
