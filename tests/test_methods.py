@@ -25,7 +25,8 @@ PAPER_ORDER = ["retrain", "ft", "rl", "ga", "l1_sparse", "iu", "bs", "be", "salu
 SHORT = {  # small schedules: every method in a second or two on digits
     "retrain": {}, "ft": {"epochs": 1}, "rl": {"epochs": 1}, "ga": {"epochs": 1}, "l1_sparse": {"epochs": 1},
     "iu": {"fisher_samples": 64}, "bs": {"epochs": 1}, "be": {"epochs": 1}, "salun": {"epochs": 1},
-    "cl": {}, "wscl": {}, "wsscl": {}, "wsscl_paper": {}, "wsscl_budget": {},
+    **{two_stage: {"stage1_epochs": 1, "stage2_epochs": 1}
+       for two_stage in ("cl", "wscl", "wsscl", "wsscl_paper", "wsscl_budget")},
 }
 
 
@@ -190,6 +191,7 @@ def test_the_tuned_class_defaults_forget_the_class(digits, memorising_digits_che
     assert _accuracy_on(out.model, ctx, split.retain) > 95
 
 
+@pytest.mark.xdist_group("small-transfer-original")  # one process trains the small original once (tune caches it)
 def test_the_tuned_class_defaults_forget_a_small_class():
     """WSS-CL's class defaults transfer to small classes: on the original of 100 train images per class it
     forgets a class of 100 images and keeps D_r (the second transfer check of ``tune --write-defaults``;
@@ -304,8 +306,10 @@ def test_same_seed_same_result(ctx_for):
 
 
 def test_run_unlearning_picks_the_defaults_of_the_split_s_scenario(ctx_for):
-    assert run_unlearning("wsscl", ctx_for("class:1")).config == make_config("wsscl", scenario="class")
-    assert run_unlearning("wsscl", ctx_for("random:0.1")).config == make_config("wsscl")
+    """RL's class and random defaults differ (and it runs in seconds), so each must come from its split."""
+    assert make_config("rl", scenario="class") != make_config("rl")
+    assert run_unlearning("rl", ctx_for("class:1")).config == make_config("rl", scenario="class")
+    assert run_unlearning("rl", ctx_for("random:0.1")).config == make_config("rl")
 
 
 @pytest.mark.parametrize("method, overrides, message", [

@@ -639,6 +639,7 @@ def test_a_class_default_is_chosen_among_the_candidates_that_transfer(monkeypatc
     assert len(ran) == 4  # random forgetting has no transfer runs
 
 
+@pytest.mark.xdist_group("small-transfer-original")  # one process trains the small original once (tune caches it)
 def test_the_transfer_check_runs_the_objectives_classes_on_a_small_original():
     """The second transfer original holds 100 train images per class of the shipped subset and memorises them;
     on it, WSS-CL without the floor on forget steps leaves part of a class recognised (its stage 1 counts
