@@ -1,14 +1,17 @@
 import dataclasses
+import pickle
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import wsscl_core.engine as engine
 import wsscl_core.methods as methods_module
-from wsscl_core.data import ForgetSpec, ImageSet, make_forget_split
+from wsscl_core.checkpoints import checkpoint_bytes
+from wsscl_core.data import ForgetSpec, ImageSet, load_dataset, make_forget_split
 from wsscl_core.engine import TrainRecipe
 from wsscl_core.errors import RunCancelled, WssclError
 from wsscl_core.methods import make_config, method_names, run_unlearning
@@ -17,6 +20,7 @@ from wsscl_core.engine import Batch
 from wsscl_core.methods import rl as rl_module
 from wsscl_core.methods.losses import contrastive_forget_loss, kl_to_uniform, random_label_cross_entropy
 from wsscl_core.metrics import accuracy, predict_logits
+from wsscl_core.runs import RunRequest, run
 from wsscl_core.saliency import forget_gradients, hard_mask
 from wsscl_core.workspace import open_workspace, train_original
 
@@ -73,6 +77,41 @@ def test_every_method_changes_a_copy_and_keeps_the_output_size(ctx_for, method):
     assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
     assert any(not torch.equal(before[name], p.detach()) for name, p in out.model.named_parameters())
     assert 0 < out.seconds <= call_seconds and not out.model.training
+
+
+def _write_cifar10_batches(root, per_batch: int) -> None:
+    """CIFAR-10's python batches as the real archive holds them: uint8 rows of 3 x 32 x 32, labels, class names."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, per_batch)
+        # a class-coloured square on noise, so the original has something to learn
+        images = rng.integers(0, 120, (per_batch, 3, 32, 32), dtype=np.uint8)
+        for row, label in enumerate(labels):
+            images[row, label % 3, 4 + 2 * label:14 + 2 * label, 8:24] = 250
+        (folder / name).write_bytes(pickle.dumps({"data": images.reshape(per_batch, -1), "labels": labels.tolist()}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+
+
+def test_every_method_runs_and_is_scored_on_colour_images_in_cifar_format(tmp_path):
+    """The path a CIFAR-10 check takes, on batches in CIFAR-10's format: three colour channels at 32 x 32,
+    rounds that crop and mirror. Every method runs through the one run path on a class and a random split,
+    keeps the output size, and gets every metric (the tests above use one-channel 8 x 8 digits)."""
+    _write_cifar10_batches(tmp_path, per_batch=24)
+    data = load_dataset("cifar10", str(tmp_path), download=False)
+    assert data.channels == 3 and data.flip and data.crop_padding == 4
+    recipe = TrainRecipe(epochs=2, lr=0.05, batch_size=32)
+    model, meta = train_original(data, "compact", recipe, seed=0, device="cpu")
+    ws = open_workspace(checkpoint_bytes(model, meta), data, device="cpu")
+    for forget in ("class:2", "random:0.2"):
+        for method in PAPER_ORDER:
+            # without the floor on forget steps, which would repeat every epoch 8 times on these few images
+            floor_off = {"forget_pass_floor": False} if getattr(make_config(method), "FORGET_ROUNDS", False) else {}
+            result = run(ws, RunRequest.parse(method, forget, {**SHORT[method], **floor_off}, 0, "test"))
+            assert result.model.output_layer().out_features == 10
+            scores = result.scores()
+            assert all(0 <= scores[k] <= 100 for k in ("UA", "RA", "TA", "MIA")), (method, forget, scores)
 
 
 def test_ga_lowers_forget_accuracy(ctx_for):
