@@ -13,13 +13,12 @@ original (`small-transfer`: `tune.small_transfer_workspace`, scored on validatio
 scores it). Then it runs the method's class defaults once as they are (with the floor on forget steps
 where they take it), and once per value of `--epochs` without the floor, every epoch key of the method
 set to that value (`--key` picks one, e.g. `stage2_epochs`). Each line gives UA, RA and TA of one run,
-split seed 0.
+split seed 0, after the untouched original's.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from typing import get_args
 
 from unseen_dataset import load_source  # the script's folder is on the path
@@ -28,7 +27,7 @@ from wsscl_core import tune
 from wsscl_core.checkpoints import checkpoint_bytes
 from wsscl_core.engine import Batching, TrainRecipe
 from wsscl_core.methods import tuned_defaults
-from wsscl_core.runs import RunRequest, run
+from wsscl_core.runs import ORIGINAL_LABEL, RunRequest, RunResult, original_result, prepare, run
 from wsscl_core.workspace import Workspace, open_workspace, train_original
 
 
@@ -62,11 +61,18 @@ def main() -> None:
     runs = {f"class defaults {defaults}": {}}
     runs.update({f"no floor, {', '.join(keys)} {e}": {"forget_pass_floor": False, **{k: int(e) for k in keys}}
                  for e in args.epochs.split(",")})
+    untouched = RunRequest.parse(args.method, args.forget, {}, 0, test_set)
+    report(f"{args.forget}, {ORIGINAL_LABEL}", original_result(ws, prepare(ws, untouched).split, untouched), test_set)
     for label, overrides in runs.items():
-        began = time.perf_counter()
-        scores = run(ws, RunRequest.parse(args.method, args.forget, overrides, 0, test_set)).scores()
-        print(f"{args.method} {args.forget}, {label}: UA {scores['UA']:.1f}, RA {scores['RA']:.2f}, "
-              f"TA ({test_set}) {scores['TA']:.2f} ({time.perf_counter() - began:.0f} s)", flush=True)
+        request = RunRequest.parse(args.method, args.forget, overrides, 0, test_set)
+        report(f"{args.method} {args.forget}, {label}", run(ws, request), test_set)
+
+
+def report(label: str, result: RunResult, test_set: str) -> None:
+    """One line: the run's UA, RA and TA, and its unlearning time."""
+    scores = result.scores()
+    print(f"{label}: UA {scores['UA']:.1f}, RA {scores['RA']:.2f}, TA ({test_set}) {scores['TA']:.2f} "
+          f"({result.rte_s:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Shared fixtures: scikit-learn's real 8x8 digits and a small model trained on them (CPU, seconds)."""
 
 import copy
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +53,21 @@ def digits_workspace(digits, digits_checkpoint) -> Workspace:
 @pytest.fixture()
 def trained_copy(digits_trained):
     return copy.deepcopy(digits_trained[0])
+
+
+@pytest.fixture()
+def write_cifar10():
+    """A writer of CIFAR-10's python batches as the real archive holds them (uint8 rows of 3 x 32 x 32, labels,
+    class names; random images) under a root folder; it returns the batches' folder."""
+    def write(root, n_per_batch: int = 6):
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                     "labels": list(rng.integers(0, 10, n_per_batch))}
+            (folder / name).write_bytes(pickle.dumps(batch))
+        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+        return folder
+
+    return write

@@ -101,20 +101,8 @@ def test_missing_dataset_offline_says_how_to_get_it(tmp_path, monkeypatch):
         load_cifar("cifar10", str(tmp_path / "empty"), download=False)
 
 
-def _write_cifar10(root, n_per_batch=6):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 "labels": list(rng.integers(0, 10, n_per_batch))}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
-    return folder
-
-
-def test_cifar10_loader_reads_the_python_batches(tmp_path):
-    _write_cifar10(tmp_path)
+def test_cifar10_loader_reads_the_python_batches(tmp_path, write_cifar10):
+    write_cifar10(tmp_path)
     d = load_cifar("cifar10", str(tmp_path), download=False)
     assert d.train.images.shape == (30, 3, 32, 32) and len(d.test) == 6
     assert d.classes[0] == "c0" and d.crop_padding == 4
@@ -137,8 +125,8 @@ class _Boom:
         return (print, ("this must never run",))
 
 
-def test_cifar_batch_with_code_is_refused(tmp_path):
-    folder = _write_cifar10(tmp_path)
+def test_cifar_batch_with_code_is_refused(tmp_path, write_cifar10):
+    folder = write_cifar10(tmp_path)
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": _Boom(), "labels": []}))
     with pytest.raises(WssclError, match="Refusing"):
         load_cifar("cifar10", str(tmp_path), download=False)

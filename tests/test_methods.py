@@ -1,9 +1,7 @@
 import dataclasses
-import pickle
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -79,26 +77,11 @@ def test_every_method_changes_a_copy_and_keeps_the_output_size(ctx_for, method):
     assert 0 < out.seconds <= call_seconds and not out.model.training
 
 
-def _write_cifar10_batches(root, per_batch: int) -> None:
-    """CIFAR-10's python batches as the real archive holds them: uint8 rows of 3 x 32 x 32, labels, class names."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        labels = rng.integers(0, 10, per_batch)
-        # a class-coloured square on noise, so the original has something to learn
-        images = rng.integers(0, 120, (per_batch, 3, 32, 32), dtype=np.uint8)
-        for row, label in enumerate(labels):
-            images[row, label % 3, 4 + 2 * label:14 + 2 * label, 8:24] = 250
-        (folder / name).write_bytes(pickle.dumps({"data": images.reshape(per_batch, -1), "labels": labels.tolist()}))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
-
-
-def test_every_method_runs_and_is_scored_on_colour_images_in_cifar_format(tmp_path):
+def test_every_method_runs_and_is_scored_on_colour_images_in_cifar_format(tmp_path, write_cifar10):
     """The path a CIFAR-10 check takes, on batches in CIFAR-10's format: three colour channels at 32 x 32,
     rounds that crop and mirror. Every method runs through the one run path on a class and a random split,
     keeps the output size, and gets every metric (the tests above use one-channel 8 x 8 digits)."""
-    _write_cifar10_batches(tmp_path, per_batch=24)
+    write_cifar10(tmp_path, n_per_batch=24)
     data = load_dataset("cifar10", str(tmp_path), download=False)
     assert data.channels == 3 and data.flip and data.crop_padding == 4
     recipe = TrainRecipe(epochs=2, lr=0.05, batch_size=32)
