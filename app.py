@@ -58,6 +58,9 @@ def home() -> None:
         st.plotly_chart(cache.stage1_example(ws, forgotten), key="stage1_example")
         st.caption("Stage 1 moves the forget set's outputs from the original model's confident answer to "
                    "the uniform distribution over the classes that remain; stage 2 then repairs the retained data.")
+    from wsscl_core.studio.jobs import preload_run_imports
+
+    preload_run_imports()  # while Home is read, not after Run
 
 
 pages = [
