@@ -11,6 +11,7 @@ heartbeat is older than a timeout.
 from __future__ import annotations
 
 import collections
+import importlib
 import itertools
 import logging
 import threading
@@ -35,9 +36,8 @@ def preload_run_imports() -> None:
     optimizer) and scikit-learn (the membership attacks), about 3 s on a 2-core CPU. The studio calls it in
     Home's script run once Home is drawn, so the cost falls while Home is read and not after Run. (In a
     background thread instead, a run started during the import waited on it and its first point came later.)"""
-    import sklearn.metrics  # noqa: F401
-    import sklearn.svm  # noqa: F401
-    import torch._dynamo  # noqa: F401
+    for module in ("torch._dynamo", "sklearn.svm", "sklearn.metrics"):
+        importlib.import_module(module)
 
 
 JobStatus = Literal["running", "done", "failed", "cancelled"]
