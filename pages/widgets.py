@@ -3,6 +3,7 @@ the run status in the sidebar, and the box holding a shareable link."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import streamlit as st
@@ -16,6 +17,7 @@ SIDEBAR_POLL_S = 2.5  # the sidebar's run status; a page with a live view polls 
 # the sidebar's redraws every 1.0 s cost the default demo about 1 s on a 2-core CPU (27.5-28.1 s at 2.5 s).
 POLL_S = 0.8  # live-view refresh; measured 0.80 s median, 0.92 s max between updates. At 0.3 s the
 # redraws took so much CPU that the default demo ended 31.5 s after the click instead of 22.6 s.
+CHART_REFRESH_S = 1.6  # the live charts are rebuilt every other poll: drawing them is most of the browser's work
 FIRST_POINT_WAIT_S = 0.6  # how long a new run's live view waits for its first progress event before drawing
 
 
@@ -66,6 +68,18 @@ def run_summary(record: RunRecord) -> None:
                            and record.retrain.label.endswith("(shipped)") else ""))
 
 
+def _live_figures(job: Job):
+    """The run's loss and accuracy figures, rebuilt at most every :data:`CHART_REFRESH_S` while it runs (and
+    at once while they are empty, and when it ends). Between rebuilds the page sends the same figures again,
+    which costs the browser far less than drawing new ones (docs/BENCHMARKS.md, Studio timings)."""
+    built_at, *figures = st.session_state.get("live_figures", (None, None, None, None))
+    if (figures[0] != job.number or not job.running or not figures[1].data
+            or time.monotonic() - built_at >= CHART_REFRESH_S):
+        figures = [job.number, plots.loss_figure(job.events), plots.accuracy_figure(job.events)]
+        st.session_state.live_figures = (time.monotonic(), *figures)
+    return figures[1], figures[2]
+
+
 def job_panel(job: Job, stop_label: str = "Stop training") -> None:
     """Live view of a run: phase, progress with ETA, loss and accuracy curves, and a Stop button.
 
@@ -107,8 +121,9 @@ def job_panel(job: Job, stop_label: str = "Stop training") -> None:
                 for col, (name, value) in zip(cols, metrics.items()):
                     col.metric(name.replace("_acc", " accuracy (batches)"), f"{value:.1f} %")
             left, right = st.columns(2)
-            left.plotly_chart(plots.loss_figure(job.events), key=f"loss-{job.number}")
-            right.plotly_chart(plots.accuracy_figure(job.events), key=f"acc-{job.number}")
+            loss, accuracy = _live_figures(job)
+            left.plotly_chart(loss, key=f"loss-{job.number}")
+            right.plotly_chart(accuracy, key=f"acc-{job.number}")
         _rerun_once_after(job)
 
     st.fragment(body, run_every=POLL_S if job.running else None)()

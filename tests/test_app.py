@@ -201,6 +201,37 @@ def test_stop_ends_the_run_within_a_second(app):
     assert all((current[k] == v).all() for k, v in original.items())
 
 
+def loss_points(at: AppTest) -> int:
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "Losses per phase" in json.dumps(json.loads(c.proto.spec).get("layout", {}).get("title")))
+    return sum(len(trace.get("x", [])) for trace in spec["data"])
+
+
+def test_live_charts_wait_for_their_refresh_and_show_every_step_once_the_run_ends(app, monkeypatch):
+    """While a run goes on, the live view's charts are rebuilt only every ``CHART_REFRESH_S`` once they have a
+    point (the polls in between send the same figures); once it has ended they hold every step."""
+    from pages import widgets
+
+    monkeypatch.setattr(widgets, "CHART_REFRESH_S", 3600.0)
+    start_ft(app, epochs=500)
+    job = jobs_of(app).current
+    deadline = time.monotonic() + TIMEOUT
+    while loss_points(app) == 0 and time.monotonic() < deadline:  # an empty chart is rebuilt at every poll
+        time.sleep(0.05)
+        app.run()
+    drawn = loss_points(app)
+    seen = len(job.events)
+    while len(job.events) < seen + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.run()
+    assert job.running and loss_points(app) == drawn  # new steps, the same figure until the refresh
+    app.button(key=f"stop-{job.number}").click().run()
+    assert job.wait(5.0)
+    app.run()
+    steps = [e for e in job.events if e.event.kind in ("step", "phase_end")]
+    assert loss_points(app) == len(steps) > drawn
+
+
 def test_second_run_is_refused_with_a_message(app):
     start_ft(app, epochs=500)
     app.button(key="run").click().run()
