@@ -11,7 +11,9 @@ The in-process part does what the app does (same thread count, UMAP warming up i
 process while the run trains); the browser part starts ``streamlit run app.py`` (a fresh server)
 and drives Debian's Chromium with Playwright: the default demo, then Compare until the UMAP view is
 drawn, then the demo again from Home, stopped 5 s in. Times in the page come from the page's own
-clock (MutationObservers), so Playwright's polling does not add to them.
+clock (MutationObservers), so Playwright's polling does not add to them. The CPU seconds the server and
+Chromium's renderer used until the demo ended are read from /proc (the browser's share of a 2-core CPU is
+time the training does not get).
 """
 
 from __future__ import annotations
@@ -145,6 +147,20 @@ def stop_latencies(ws, prepared, delays_s=(0.5, 2.0, 5.0)) -> dict[str, float]:
     return results
 
 
+def cpu_seconds(processes: str) -> float:
+    """CPU seconds (user + system) used so far by the live processes whose command line contains
+    ``processes`` (Linux /proc; 0 where it cannot be read)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and processes in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:  # the process ended meanwhile
+            continue
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,6 +208,9 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
             first_chart_in_page = page.evaluate("window.__firstLivePoint") / 1000
             page.get_by_text("finished in").wait_for(timeout=300_000)
             run_done = time.perf_counter() - clicked
+            # since the server and Chromium started: Home, then the demo
+            server_cpu = cpu_seconds(f"--server.port {port}")
+            renderer_cpu = cpu_seconds("--type=renderer")
             try:
                 page.wait_for_function("window.__avgGap !== undefined", timeout=5_000)
                 gap_after_end = (page.evaluate("window.__avgGap") - page.evaluate("window.__finished")) / 1000
@@ -216,6 +235,8 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
             "click_to_first_live_chart_point_seen_by_playwright_s": first_chart,
             "click_to_run_finished_on_screen_s": run_done,
             "run_finished_to_avg_gap_on_screen_s": gap_after_end,
+            "server_cpu_s_to_run_finished (training, app)": server_cpu,
+            "chromium_renderer_cpu_s_to_run_finished": renderer_cpu,
             "compare_opened_to_umap_drawn_s": umap_after_compare,
             "app_start_to_umap_drawn_s": umap_since_start,
             "stop_clicked_to_stopped_on_screen_s (default demo, 5 s in)": stop_on_screen}
