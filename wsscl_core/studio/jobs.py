@@ -31,6 +31,7 @@ from .slots import SERVER_SLOTS, RunSlots
 
 log = logging.getLogger(__name__)
 
+
 def preload_run_imports() -> None:
     """Import what a first run would otherwise import on its way: ``torch._dynamo`` (loaded by the first
     optimizer) and scikit-learn (the membership attacks), about 3 s on a 2-core CPU. The studio calls it in
