@@ -72,12 +72,12 @@ def _live_figures(job: Job):
     """The run's loss and accuracy figures, rebuilt at most every :data:`CHART_REFRESH_S` while it runs (and
     at once while they are empty, and when it ends). Between rebuilds the page sends the same figures again,
     which costs the browser far less than drawing new ones (docs/BENCHMARKS.md, Studio timings)."""
-    built_at, *figures = st.session_state.get("live_figures", (None, None, None, None))
-    if (figures[0] != job.number or not job.running or not figures[1].data
-            or time.monotonic() - built_at >= CHART_REFRESH_S):
-        figures = [job.number, plots.loss_figure(job.events), plots.accuracy_figure(job.events)]
-        st.session_state.live_figures = (time.monotonic(), *figures)
-    return figures[1], figures[2]
+    built = st.session_state.get("live_figures")  # (job number, built at, loss figure, accuracy figure)
+    if (built is None or built[0] != job.number or not job.running or not built[2].data
+            or time.monotonic() - built[1] >= CHART_REFRESH_S):
+        built = (job.number, time.monotonic(), plots.loss_figure(job.events), plots.accuracy_figure(job.events))
+        st.session_state.live_figures = built
+    return built[2], built[3]
 
 
 def job_panel(job: Job, stop_label: str = "Stop training") -> None:

@@ -77,12 +77,12 @@ def poll_until_finished(at: AppTest, limit_s: float = 120) -> None:
     assert not jobs_of(at).current.running
 
 
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
 def chart_titles(at: AppTest) -> list[str]:
-    titles = []
-    for chart in at.get("plotly_chart"):
-        layout = json.loads(chart.proto.spec).get("layout", {})
-        titles.append((layout.get("title") or {}).get("text", ""))
-    return titles
+    return [(spec.get("layout", {}).get("title") or {}).get("text", "") for spec in chart_specs(at)]
 
 
 def test_home_explains_and_offers_the_demo(app):
@@ -202,8 +202,7 @@ def test_stop_ends_the_run_within_a_second(app):
 
 
 def loss_points(at: AppTest) -> int:
-    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
-                if "Losses per phase" in json.dumps(json.loads(c.proto.spec).get("layout", {}).get("title")))
+    spec = next(spec for spec, title in zip(chart_specs(at), chart_titles(at)) if title == "Losses per phase")
     return sum(len(trace.get("x", [])) for trace in spec["data"])
 
 
