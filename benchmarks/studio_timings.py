@@ -6,14 +6,15 @@ and Stop (in process, and in the browser from the click to the page saying so).
     python benchmarks/studio_timings.py --no-browser
     python benchmarks/studio_timings.py --browser-only --root DIR   # the browser part on another checkout
     python benchmarks/studio_timings.py --cold-numba-cache  # as on a machine whose numba cache is empty
+    python benchmarks/studio_timings.py --browser-only --demo-only --root DIR  # the demo alone, for A/B pairs
 
 The in-process part does what the app does (same thread count, UMAP warming up in its worker
 process while the run trains); the browser part starts ``streamlit run app.py`` (a fresh server)
 and drives Debian's Chromium with Playwright: the default demo, then Compare until the UMAP view is
 drawn, then the demo again from Home, stopped 5 s in. Times in the page come from the page's own
 clock (MutationObservers), so Playwright's polling does not add to them. The CPU seconds the server and
-Chromium's renderer used until the demo ended are read from /proc (the browser's share of a 2-core CPU is
-time the training does not get).
+Chromium's renderer used until the demo ended, and from the click to its end, are read from /proc (the
+browser's share of a 2-core CPU is time the training does not get).
 """
 
 from __future__ import annotations
@@ -167,9 +168,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, float | None]:
-    """A fresh ``streamlit run app.py`` in ``root``: the default demo, then Compare until UMAP is drawn,
-    then the demo again, stopped."""
+def in_browser(root: Path = ROOT, cold_numba_cache: bool = False,
+               demo_only: bool = False) -> dict[str, float | None]:
+    """A fresh ``streamlit run app.py`` in ``root``: the default demo, then (unless ``demo_only``) Compare until
+    UMAP is drawn, then the demo again, stopped."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -201,6 +203,8 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
             home_chart = time.perf_counter() - start
             page.evaluate(WATCH_FIRST_LIVE_POINT)
             page.evaluate(WATCH_RESULT)
+            server_cpu_at_click = cpu_seconds(f"--server.port {port}")
+            renderer_cpu_at_click = cpu_seconds("--type=renderer")
             clicked = time.perf_counter()
             page.get_by_role("button", name="Run the default demo").click()
             page.wait_for_function("window.__firstLivePoint !== undefined", timeout=60_000)
@@ -211,6 +215,11 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
             # since the server and Chromium started: Home, then the demo
             server_cpu = cpu_seconds(f"--server.port {port}")
             renderer_cpu = cpu_seconds("--type=renderer")
+            demo = {"click_to_run_finished_on_screen_s": run_done,
+                    "server_cpu_s_click_to_run_finished": server_cpu - server_cpu_at_click,
+                    "chromium_renderer_cpu_s_click_to_run_finished": renderer_cpu - renderer_cpu_at_click}
+            if demo_only:
+                return {"click_to_first_live_chart_point_s": first_chart_in_page, **demo}
             try:
                 page.wait_for_function("window.__avgGap !== undefined", timeout=5_000)
                 gap_after_end = (page.evaluate("window.__avgGap") - page.evaluate("window.__finished")) / 1000
@@ -233,7 +242,7 @@ def in_browser(root: Path = ROOT, cold_numba_cache: bool = False) -> dict[str, f
     return {"app_start_to_usable_home_s": home, "app_start_to_home_chart_drawn_s": home_chart,
             "click_to_first_live_chart_point_s": first_chart_in_page,
             "click_to_first_live_chart_point_seen_by_playwright_s": first_chart,
-            "click_to_run_finished_on_screen_s": run_done,
+            **demo,
             "run_finished_to_avg_gap_on_screen_s": gap_after_end,
             "server_cpu_s_to_run_finished (training, app)": server_cpu,
             "chromium_renderer_cpu_s_to_run_finished": renderer_cpu,
@@ -264,11 +273,12 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py the browser part runs")
     parser.add_argument("--cold-numba-cache", action="store_true",
                         help="the browser part with an empty numba cache (a machine's first start)")
+    parser.add_argument("--demo-only", action="store_true", help="the browser part ends with the default demo")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     results = {} if args.browser_only else in_process()
     if not args.no_browser and Path(CHROMIUM).exists():
-        results.update(in_browser(args.root.resolve(), args.cold_numba_cache))
+        results.update(in_browser(args.root.resolve(), args.cold_numba_cache, args.demo_only))
     print(f"CPU threads {torch.get_num_threads()}, cores {os.cpu_count()}, load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after; niceness {os.nice(0)}; app from {args.root.resolve()}")
     for name, value in results.items():
