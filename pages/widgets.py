@@ -18,7 +18,8 @@ SIDEBAR_POLL_S = 2.5  # the sidebar's run status; a page with a live view polls 
 POLL_S = 0.8  # live-view refresh; measured 0.80 s median, 0.92 s max between updates. At 0.3 s the
 # redraws took so much CPU that the default demo ended 31.5 s after the click instead of 22.6 s.
 CHART_REFRESH_S = 3.2  # the live charts are rebuilt every fourth poll: drawing them is most of the browser's
-# work (at every other poll, 1.6 s, the default demo took 1.0-1.6 s longer on a 2-core CPU: docs/BENCHMARKS.md)
+# work (at every other poll, 1.6 s, the browser used 1.5-2.0 s more CPU per default demo on a 2-core CPU, and
+# the demo ended 0.6-1.4 s later on average: docs/BENCHMARKS.md, Studio timings)
 FIRST_POINT_WAIT_S = 0.6  # how long a new run's live view waits for its first progress event before drawing
 
 
