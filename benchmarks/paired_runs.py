@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {label_of(method)} | " + " | ".join(cells) + f" | {pooled[method][0]:.2f} | {pooled[method][1]:.2f} |")
     differing = {m: v for m, v in pooled.items() if v[2]}
     lower_a = sum(va < vb for va, vb, _ in differing.values())
+    lower_b = sum(vb < va for va, vb, _ in differing.values())
+    ties = len(differing) - lower_a - lower_b
     col_a, col_b = [v[0] for v in differing.values()], [v[1] for v in differing.values()]
-    print(f"\nOver the {len(differing)} method(s) whose rows differ: {la} lower for {lower_a}, {lb} for "
-          f"{len(differing) - lower_a}; mean {statistics.mean(col_a):.2f} against {statistics.mean(col_b):.2f}, "
+    equal = f", equal means for {ties}" if ties else ""
+    print(f"\nOver the {len(differing)} method(s) whose rows differ: {la} lower for {lower_a}, {lb} for {lower_b}"
+          f"{equal}; mean {statistics.mean(col_a):.2f} against {statistics.mean(col_b):.2f}, "
           f"median {statistics.median(col_a):.2f} against {statistics.median(col_b):.2f} (Avg.Gap in %).")
 
 

@@ -207,8 +207,9 @@ def test_paired_runs_sets_two_benchmarks_of_the_same_splits_side_by_side(digits_
     assert ft == pytest.approx([low, high, low, high], abs=0.006) and low != high
     original = next(line for line in lines if line.startswith("| Original"))
     assert original.split("|")[2] == original.split("|")[3]
-    assert lines[-1].startswith(f"Over the 1 method(s) whose rows differ: low lower for {int(low < high)}, "
-                                f"high for {int(high < low)}")
+    assert lines[-1] == (f"Over the 1 method(s) whose rows differ: low lower for {int(low < high)}, high for "
+                         f"{int(high < low)}; mean {low:.2f} against {high:.2f}, median {low:.2f} against {high:.2f} "
+                         "(Avg.Gap in %).")
 
 
 def test_unseen_digits_split_keeps_every_image_once_with_its_label(tmp_path):
