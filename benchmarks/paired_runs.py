@@ -50,27 +50,28 @@ def main(argv: list[str] | None = None) -> None:
     head = ["Method", *(f"{s} ({counts[s]}): {lab}" for s in settings for lab in (la, lb)),
             f"all: {la}", f"all: {lb}"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    pooled = {}
+    pooled = {}  # method -> its Avg.Gap in every paired run of set A, and of set B
     for method in methods:
         cells, runs_a, runs_b = [], [], []
         for s in settings:
             common = [k for k in seeds[s] if k in a[s][method] and k in b[s][method]]
-            runs_a += [a[s][method][k] for k in common]
-            runs_b += [b[s][method][k] for k in common]
-            cells += [f"{statistics.mean(a[s][method][k] for k in common):.2f}",
-                      f"{statistics.mean(b[s][method][k] for k in common):.2f}"]
-        pooled[method] = (statistics.mean(runs_a), statistics.mean(runs_b), runs_a != runs_b)
-        print(f"| {label_of(method)} | " + " | ".join(cells) + f" | {pooled[method][0]:.2f} | {pooled[method][1]:.2f} |")
-    differing = {m: v for m, v in pooled.items() if v[2]}
-    lower_a = sum(va < vb for va, vb, _ in differing.values())
-    lower_b = sum(vb < va for va, vb, _ in differing.values())
-    ties = len(differing) - lower_a - lower_b
-    col_a, col_b = [v[0] for v in differing.values()], [v[1] for v in differing.values()]
+            in_a, in_b = [a[s][method][k] for k in common], [b[s][method][k] for k in common]
+            runs_a, runs_b = runs_a + in_a, runs_b + in_b
+            cells += [f"{statistics.mean(in_a):.2f}", f"{statistics.mean(in_b):.2f}"]
+        pooled[method] = (runs_a, runs_b)
+        print(f"| {label_of(method)} | " + " | ".join(cells)
+              + f" | {statistics.mean(runs_a):.2f} | {statistics.mean(runs_b):.2f} |")
+    means = [(statistics.mean(ra), statistics.mean(rb)) for ra, rb in pooled.values() if ra != rb]
+    if not means:
+        print("\nEvery method's rows are the same in both sets.")
+        return
+    lower_a, lower_b = sum(ma < mb for ma, mb in means), sum(mb < ma for ma, mb in means)
+    ties = len(means) - lower_a - lower_b
+    col_a, col_b = [ma for ma, _ in means], [mb for _, mb in means]
     equal = f", equal means for {ties}" if ties else ""
-    print(f"\nOver the {len(differing)} method(s) whose rows differ: {la} lower for {lower_a}, {lb} for {lower_b}"
+    print(f"\nOver the {len(means)} method(s) whose rows differ: {la} lower for {lower_a}, {lb} for {lower_b}"
           f"{equal}; mean {statistics.mean(col_a):.2f} against {statistics.mean(col_b):.2f}, "
           f"median {statistics.median(col_a):.2f} against {statistics.median(col_b):.2f} (Avg.Gap in %).")
-
 
 if __name__ == "__main__":
     main()
