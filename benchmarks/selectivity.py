@@ -1,6 +1,7 @@
 """How far each method separates forget from retain accuracy on random forgetting, and the Avg.Gap that allows.
 
     PYTHONPATH=. python benchmarks/selectivity.py RUN.json [RUN.json ...]
+    PYTHONPATH=. python benchmarks/selectivity.py --storage sqlite:///tuning/studies.db --setting fashion-mnist-subset
 
 On a random forget set, Retrain classifies D_f about as well as unseen images while D_r stays memorised. Its
 selectivity, s* = RA − (100 − UA) (retain accuracy minus forget accuracy), is what unlearning has to reproduce:
@@ -10,13 +11,17 @@ gaps) is at least |s − s*| / 4 however well TA and MIA match, and Avg.Gap ≤ 
 
 Prints, per bench file: each method's selectivity, that floor and its Avg.Gap (mean ± std over the seeds,
 the floor per seed against that seed's Retrain). Class forgetting has no such floor worth printing (D_f is a
-class the model stops predicting), so class files are refused.
+class the model stops predicting), so class files are refused. With ``--storage``: every run a tuning study
+scored at a random-forgetting point of ``--setting`` (validation images; trials that keep each point's UA and
+RA), per point: how many runs, the most selective, the lowest floor and Avg.Gap, and how many runs the floor
+leaves room to reach ``--target``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from collections import defaultdict
 
 from benchmarks.class_summary import check_complete
 from wsscl_core.bench import REFERENCE, BenchResult, BenchRow, label_of, read_outputs
@@ -45,10 +50,61 @@ def selectivity_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def stored_runs(storage: str, setting: str) -> dict[str, list[tuple[str, float, float, float]]]:
+    """Point ("random:0.1 seed 100") → (method, s, floor, Avg.Gap) of every run the store's studies scored there."""
+    import optuna
+
+    from wsscl_core.tune import REFERENCES
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    references = optuna.load_study(study_name=REFERENCES, storage=storage).user_attrs
+    points: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
+    for summary in optuna.get_all_study_summaries(storage):
+        method, forget = (summary.study_name.split("|") + [""])[:2]
+        if not forget.startswith("random:"):
+            continue
+        for trial in optuna.load_study(study_name=summary.study_name, storage=storage).trials:
+            for key, scores in trial.user_attrs.get("scores", {}).items():
+                parts = key.split(":")
+                point_forget, (name, seed) = (":".join(parts[:2]), parts[2:]) if "+" in forget else (forget, parts)
+                if name != setting:
+                    continue
+                reference = [v for k, v in references.items()
+                             if k.startswith(f"{name}:") and k.endswith(f":{point_forget}:{seed}:val")]
+                if len(reference) != 1:
+                    raise SystemExit(f"{len(reference)} Retrain references for {name} {point_forget} seed {seed}.")
+                s, s_ref = (v["RA"] - 100.0 + v["UA"] for v in (scores, reference[0]))
+                points[f"{point_forget} seed {seed}"].append(
+                    (method, s, abs(s - s_ref) / 4, trial.user_attrs["gaps"][key]))
+    return dict(points)
+
+
+def stored_runs_table(points: dict[str, list[tuple[str, float, float, float]]], target: float) -> str:
+    lines = ["| point | runs (methods) | highest s | lowest floor | lowest Avg.Gap | runs with floor ≤ target |",
+             "|---|---|---|---|---|---|"]
+    for point, runs in sorted(points.items()):
+        methods = len({r[0] for r in runs})
+        lines.append(f"| {point} | {len(runs)} ({methods}) | {max(r[1] for r in runs):.2f} | "
+                     f"{min(r[2] for r in runs):.2f} | {min(r[3] for r in runs):.2f} | "
+                     f"{sum(r[2] <= target for r in runs)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="+", help="bench JSON files of random forgetting")
+    parser.add_argument("files", nargs="*", help="bench JSON files of random forgetting")
+    parser.add_argument("--storage", help="a study store (SQLAlchemy URL) to read instead of bench files")
+    parser.add_argument("--setting", default="fashion-mnist-subset", help="with --storage: the tuning setting")
+    parser.add_argument("--target", type=float, default=1.5, help="with --storage: the Avg.Gap to leave room for")
     args = parser.parse_args(argv)
+    if args.storage:
+        points = stored_runs(args.storage, args.setting)
+        if not points:
+            raise SystemExit(f"No trial in {args.storage} kept its scores at a random-forgetting point of {args.setting}.")
+        print(stored_runs_table(points, args.target))
+        return
+    if not args.files:
+        parser.error("give bench JSON files or --storage")
     results = [read_outputs(path) for path in args.files]
     for path, result in zip(args.files, results):
         check_complete(path, result)

@@ -813,6 +813,24 @@ def test_tune_over_several_forget_sets_averages_every_one(digits_trained, tmp_pa
     assert study.trials[0].value == pytest.approx(sum(gaps.values()) / 2)
     references = optuna.load_study(study_name="retrain-references", storage=storage).user_attrs
     assert sorted(k.split(":", 2)[2] for k in references) == ["random:0.1:100:val", "random:0.3:100:val"]
+    # benchmarks/selectivity.py reads each point's scores back against that point's own Retrain
+    from benchmarks.selectivity import main as selectivity_main, stored_runs
+
+    runs = stored_runs(storage, "digits")
+    assert sorted(runs) == ["random:0.1 seed 100", "random:0.3 seed 100"]
+    for forget in ("random:0.1", "random:0.3"):
+        scores = study.trials[0].user_attrs["scores"][f"{forget}:digits:100"]
+        retrain = next(v for k, v in references.items() if k.endswith(f":{forget}:100:val"))
+        [(method, s, floor, gap)] = runs[f"{forget} seed 100"]
+        assert (method, gap) == ("ga", gaps[f"{forget}:digits:100"]) and floor <= gap
+        assert s == pytest.approx(scores["RA"] - 100 + scores["UA"])
+        assert floor == pytest.approx(abs(s - (retrain["RA"] - 100 + retrain["UA"])) / 4)
+    capsys.readouterr()
+    selectivity_main(["--storage", storage, "--setting", "digits", "--target", "100"])
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split("|")[1:3] for line in table[2:]] == [[" random:0.1 seed 100 ", " 1 (1) "],
+                                                             [" random:0.3 seed 100 ", " 1 (1) "]]
+    assert all(line.endswith("| 1 |") for line in table[2:])  # a floor of at most 100 leaves room
     assert main([*argv, "--forget", "random:0.1+class:3"]) == 2
     assert "all be random or all be classes" in capsys.readouterr().err
 
