@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections import defaultdict
+from typing import NamedTuple
 
 from benchmarks.class_summary import check_complete
 from wsscl_core.bench import REFERENCE, BenchResult, BenchRow, label_of, read_outputs
@@ -50,15 +51,24 @@ def selectivity_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def stored_runs(storage: str, setting: str) -> dict[str, list[tuple[str, float, float, float]]]:
-    """Point ("random:0.1 seed 100") → (method, s, floor, Avg.Gap) of every run the store's studies scored there."""
+class StoredRun(NamedTuple):
+    """One run a tuning study scored at one point: its selectivity, the floor that puts on Avg.Gap, its Avg.Gap."""
+
+    method: str
+    selectivity: float
+    floor: float
+    avg_gap: float
+
+
+def stored_runs(storage: str, setting: str) -> dict[str, list[StoredRun]]:
+    """Point ("random:0.1 seed 100") → every run the store's studies scored there, against that point's Retrain."""
     import optuna
 
     from wsscl_core.tune import REFERENCES
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     references = optuna.load_study(study_name=REFERENCES, storage=storage).user_attrs
-    points: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
+    points: dict[str, list[StoredRun]] = defaultdict(list)
     for summary in optuna.get_all_study_summaries(storage):
         method, forget = (summary.study_name.split("|") + [""])[:2]
         if not forget.startswith("random:"):
@@ -75,18 +85,20 @@ def stored_runs(storage: str, setting: str) -> dict[str, list[tuple[str, float, 
                     raise SystemExit(f"{len(reference)} Retrain references for {name} {point_forget} seed {seed}.")
                 s, s_ref = (v["RA"] - 100.0 + v["UA"] for v in (scores, reference[0]))
                 points[f"{point_forget} seed {seed}"].append(
-                    (method, s, abs(s - s_ref) / 4, trial.user_attrs["gaps"][key]))
+                    StoredRun(method, s, abs(s - s_ref) / 4, trial.user_attrs["gaps"][key]))
     return dict(points)
 
 
-def stored_runs_table(points: dict[str, list[tuple[str, float, float, float]]], target: float) -> str:
+def stored_runs_table(points: dict[str, list[StoredRun]], target: float) -> str:
+    """One row per point: its runs, the most selective, the lowest floor and Avg.Gap, the runs the floor leaves
+    room to reach ``target``."""
     lines = ["| point | runs (methods) | highest s | lowest floor | lowest Avg.Gap | runs with floor ≤ target |",
              "|---|---|---|---|---|---|"]
     for point, runs in sorted(points.items()):
-        methods = len({r[0] for r in runs})
-        lines.append(f"| {point} | {len(runs)} ({methods}) | {max(r[1] for r in runs):.2f} | "
-                     f"{min(r[2] for r in runs):.2f} | {min(r[3] for r in runs):.2f} | "
-                     f"{sum(r[2] <= target for r in runs)} |")
+        methods = len({r.method for r in runs})
+        lines.append(f"| {point} | {len(runs)} ({methods}) | {max(r.selectivity for r in runs):.2f} | "
+                     f"{min(r.floor for r in runs):.2f} | {min(r.avg_gap for r in runs):.2f} | "
+                     f"{sum(r.floor <= target for r in runs)} |")
     return "\n".join(lines)
 
 
