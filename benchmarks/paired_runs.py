@@ -73,5 +73,6 @@ def main(argv: list[str] | None = None) -> None:
           f"{equal}; mean {statistics.mean(col_a):.2f} against {statistics.mean(col_b):.2f}, "
           f"median {statistics.median(col_a):.2f} against {statistics.median(col_b):.2f} (Avg.Gap in %).")
 
+
 if __name__ == "__main__":
     main()

@@ -20,34 +20,29 @@ leaves room to reach ``--target``.
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections import defaultdict
 from typing import NamedTuple
 
 from benchmarks.class_summary import check_complete
-from wsscl_core.bench import REFERENCE, BenchResult, BenchRow, label_of, read_outputs
+from wsscl_core.bench import REFERENCE, BenchResult, label_of, mean_std_cell, read_outputs
 
 
-def selectivity(row: BenchRow) -> float:
-    """Retain accuracy minus forget accuracy, in points."""
-    return row.scores["RA"] - (100.0 - row.scores["UA"])
-
-
-def _cell(values: list[float]) -> str:
-    mean = statistics.mean(values)
-    return f"{mean:.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+def selectivity(scores: dict[str, float]) -> float:
+    """Retain accuracy minus forget accuracy, in points, from a run's scores."""
+    return scores["RA"] - (100.0 - scores["UA"])
 
 
 def selectivity_table(result: BenchResult) -> str:
     """The markdown table of one benchmark: Method, s, floor |s − s*| / 4, Avg.Gap."""
-    reference = {r.seed: selectivity(r) for r in result.of(REFERENCE)}
+    reference = {r.seed: selectivity(r.scores) for r in result.of(REFERENCE)}
     lines = ["| Method | selectivity s = RA − forget accuracy | floor on Avg.Gap, abs(s − s*) / 4 | Avg.Gap |",
              "|---|---|---|---|"]
     for method in result.methods():
         rows = sorted(result.of(method), key=lambda r: r.seed)
-        values = [selectivity(r) for r in rows]
+        values = [selectivity(r.scores) for r in rows]
         floors = [abs(v - reference[r.seed]) / 4 for v, r in zip(values, rows)]
-        lines.append(f"| {label_of(method)} | {_cell(values)} | {_cell(floors)} | {_cell([r.avg_gap for r in rows])} |")
+        cells = [mean_std_cell(column) for column in (values, floors, [r.avg_gap for r in rows])]
+        lines.append(f"| {label_of(method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -67,7 +62,11 @@ def stored_runs(storage: str, setting: str) -> dict[str, list[StoredRun]]:
     from wsscl_core.tune import REFERENCES
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    references = optuna.load_study(study_name=REFERENCES, storage=storage).user_attrs
+    # Retrain's scores per (setting, forget set, split seed); keyed "setting:data fingerprint:forget:seed:val"
+    references: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
+    for key, scores in optuna.load_study(study_name=REFERENCES, storage=storage).user_attrs.items():
+        name, _, kind, fraction, seed, _ = key.split(":")
+        references[(name, f"{kind}:{fraction}", seed)].append(scores)
     points: dict[str, list[StoredRun]] = defaultdict(list)
     for summary in optuna.get_all_study_summaries(storage):
         method, forget = (summary.study_name.split("|") + [""])[:2]
@@ -79,11 +78,10 @@ def stored_runs(storage: str, setting: str) -> dict[str, list[StoredRun]]:
                 point_forget, (name, seed) = (":".join(parts[:2]), parts[2:]) if "+" in forget else (forget, parts)
                 if name != setting:
                     continue
-                reference = [v for k, v in references.items()
-                             if k.startswith(f"{name}:") and k.endswith(f":{point_forget}:{seed}:val")]
+                reference = references.get((name, point_forget, seed), [])
                 if len(reference) != 1:
                     raise SystemExit(f"{len(reference)} Retrain references for {name} {point_forget} seed {seed}.")
-                s, s_ref = (v["RA"] - 100.0 + v["UA"] for v in (scores, reference[0]))
+                s, s_ref = selectivity(scores), selectivity(reference[0])
                 points[f"{point_forget} seed {seed}"].append(
                     StoredRun(method, s, abs(s - s_ref) / 4, trial.user_attrs["gaps"][key]))
     return dict(points)
@@ -112,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.storage:
         points = stored_runs(args.storage, args.setting)
         if not points:
-            raise SystemExit(f"No trial in {args.storage} kept its scores at a random-forgetting point of {args.setting}.")
+            raise SystemExit(f"No trial in {args.storage} kept its scores at a random-forgetting point of "
+                             f"{args.setting}.")
         print(stored_runs_table(points, args.target))
         return
     if not args.files:

@@ -221,7 +221,7 @@ def test_selectivity_floor_is_never_above_the_avg_gap_and_class_files_are_refuse
     script.main([path])
     rows = {line.split("|")[1].strip(): [float(c.split("±")[0]) for c in line.split("|")[2:5]]
             for line in capsys.readouterr().out.splitlines()[4:] if line.startswith("| ")}
-    reference = script.selectivity(result.of("retrain")[0])
+    reference = script.selectivity(result.of("retrain")[0].scores)
     for method, label in (("ft", "FT"), ("original", "Original (no unlearning)")):
         row = result.of(method)[0]
         s = row.scores["RA"] - 100 + row.scores["UA"]

@@ -142,7 +142,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def _cell(values: list[float], reference: float | None = None, digits: int = 2) -> str:
+def mean_std_cell(values: list[float], reference: float | None = None, digits: int = 2) -> str:
+    """A table cell: the mean over seeds, ± the standard deviation when there are several, and the gap to
+    ``reference`` in brackets when given."""
     mean, std = _mean_std(values)
     text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
     if reference is not None:
@@ -167,14 +169,14 @@ def table_markdown(result: BenchResult) -> str:
         rows = result.of(method)
         is_ref = method == REFERENCE
         cells = [label_of(method)]
-        cells += [_cell([r.scores[k] for r in rows], None if is_ref else ref[k]) for k in METRIC_KEYS]
+        cells += [mean_std_cell([r.scores[k] for r in rows], None if is_ref else ref[k]) for k in METRIC_KEYS]
         if class_forgetting:
             ref_kept = _mean_std([r.scores["TA_remaining"] for r in ref_rows])[0]
-            cells.append(_cell([r.scores["TA_remaining"] for r in rows], None if is_ref else ref_kept))
-        cells.append(_cell([r.scores["MIA_AUC"] for r in rows], None if is_ref else ref["MIA_AUC"], digits=3))
-        cells.append(_cell([r.avg_gap for r in rows]) + (f" {FAILED_MARK}" if result.failed(method) else ""))
+            cells.append(mean_std_cell([r.scores["TA_remaining"] for r in rows], None if is_ref else ref_kept))
+        cells.append(mean_std_cell([r.scores["MIA_AUC"] for r in rows], None if is_ref else ref["MIA_AUC"], digits=3))
+        cells.append(mean_std_cell([r.avg_gap for r in rows]) + (f" {FAILED_MARK}" if result.failed(method) else ""))
         rte = _mean_std([r.rte_s for r in rows])[0]
-        cells += ["—" if method == ORIGINAL else _cell([r.rte_s for r in rows], digits=1),
+        cells += ["—" if method == ORIGINAL else mean_std_cell([r.rte_s for r in rows], digits=1),
                   "—" if method == ORIGINAL or not ref_time else f"{rte / ref_time:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({r.seed for r in result.rows})
