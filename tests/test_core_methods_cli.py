@@ -1,5 +1,6 @@
 """Retrain and FT through the registry, parameter validation, and the CLI end to end on digits."""
 
+import copy
 import dataclasses
 import json
 import re
@@ -233,6 +234,39 @@ def test_selectivity_floor_is_never_above_the_avg_gap_and_class_files_are_refuse
     class_path = str(write_outputs(as_class, tmp_path / "class")[1])
     with pytest.raises(SystemExit, match="forgets class:2: selectivity is for random forget sets"):
         script.main([path, class_path])
+
+
+def test_reset_refit_probe_reinitialises_only_the_named_weights_and_all_of_them_is_retrain(digits_workspace):
+    """benchmarks/reset_refit_probe.py: a reset takes the named weights from the fresh initialisation Retrain
+    starts from and keeps every other one; resetting all of them and refitting for the recipe's epochs is
+    Retrain, weight for weight."""
+    from wsscl_core.models import build_model
+    from wsscl_core.saliency import forget_gradients, hard_mask
+
+    script = _benchmark_script("reset_refit_probe")
+    ws, seed = digits_workspace, 3
+    split = _split(ws)
+    original = {k: v.clone() for k, v in ws.original.state_dict().items()}
+    torch.manual_seed(seed)
+    fresh = build_model(ws.model_name, ws.data.channels, ws.data.num_classes, ws.data.mean, ws.data.std).state_dict()
+    block3 = copy.deepcopy(ws.original)
+    script.reset(block3, "block3", ws, split, seed)
+    for name, value in block3.state_dict().items():
+        assert torch.equal(value, fresh[name] if name.startswith(("head.", "body.4.")) else original[name]), name
+    salient = copy.deepcopy(ws.original)
+    script.reset(salient, "salient:0.1", ws, split, seed)
+    mask = hard_mask(forget_gradients(ws.original, ws.data, split.forget), 0.1)
+    for name, value in salient.state_dict().items():
+        chosen = mask[name].bool() if name in mask else torch.zeros_like(value, dtype=torch.bool)
+        assert torch.equal(value, torch.where(chosen, fresh[name], original[name])), name
+    assert sum(int(m.sum()) for m in mask.values()) == round(0.1 * sum(m.numel() for m in mask.values()))
+    assert all(torch.equal(v, original[k]) for k, v in ws.original.state_dict().items())  # the original is untouched
+
+    refit = script.reset_and_refit(ws, split, seed, "all", ws.recipe.epochs)
+    retrained = run_unlearning("retrain", ws.context(split, seed)).model
+    assert all(torch.equal(v, retrained.state_dict()[k]) for k, v in refit.state_dict().items())
+    shorter = script.reset_and_refit(ws, split, seed, "all", ws.recipe.epochs - 1)
+    assert not torch.equal(shorter.head.weight, retrained.head.weight)
 
 
 def test_unseen_digits_split_keeps_every_image_once_with_its_label(tmp_path):
