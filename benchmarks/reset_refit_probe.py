@@ -33,7 +33,7 @@ import optuna
 import torch
 
 from benchmarks.selectivity import selectivity
-from wsscl_core.data import ForgetSplit, Holdout
+from wsscl_core.data import ForgetSpec, ForgetSplit, Holdout, make_forget_split
 from wsscl_core.metrics import avg_gap
 from wsscl_core.models import Classifier, build_model
 from wsscl_core.runs import RunRequest, execute, prepare, prepared_cost, score
@@ -63,9 +63,11 @@ def reset(model: Classifier, how: str, ws: Workspace, split: ForgetSplit, seed: 
             state[name] = torch.where(chosen.bool(), fresh[name], state[name])
     else:
         prefixes = {"head": ("head.",), "block3": ("head.", "body.4.")}[how]
-        for name in state:
-            if name.startswith(prefixes):
-                state[name] = fresh[name]
+        named = [name for name in state if name.startswith(prefixes)]
+        if not named:
+            raise SystemExit(f"{how!r} names layers of the compact net; this is a {ws.model_name} model.")
+        for name in named:
+            state[name] = fresh[name]
     model.load_state_dict(state)
 
 
@@ -119,7 +121,7 @@ def main() -> None:
         print(f"{name}, split seed {seed}, {holdout} images: Retrain " +
               " ".join(f"{k} {reference[k]:.2f}" for k in ("UA", "RA", "TA", "MIA")) +
               f"  s {selectivity(reference):.2f}", flush=True)
-        split = prepare(ws, RunRequest.parse("ft", args.forget, None, seed, holdout)).split
+        split = make_forget_split(ws.data.train.labels, ForgetSpec.parse(args.forget, seed), ws.data.num_classes)
         line("original", score(ws, ws.original, split, seed, holdout).scores(), reference, 0.0)
         for method in filter(None, args.methods.split(",")):
             planned = prepare(ws, RunRequest.parse(method, args.forget, None, seed, holdout))
