@@ -114,6 +114,8 @@ def main() -> None:
         gap, s = avg_gap(scores, reference), selectivity(scores)
         rows.setdefault(name, []).append((gap, s))
         cells = " ".join(f"{k} {scores[k]:6.2f}" for k in ("UA", "RA", "TA", "MIA"))
+        if "TA_remaining" in scores:  # class forgetting: Avg.Gap takes TA on the kept classes
+            cells += f" kept-class TA {scores['TA_remaining']:6.2f} (Retrain {reference['TA_remaining']:.2f})"
         compute = "unstated" if cost is None else f"{cost:5.1%}"  # a method without a planned cost
         print(f"  {name:20s} Avg.Gap {gap:6.3f}  s {s:6.2f}  {cells}  compute {compute}", flush=True)
 
