@@ -19,6 +19,7 @@ their tuned defaults and their planned compute relative to Retrain's. Points: th
 (the subset and digits, split seeds 100 and 101, validation images), scored against the Retrain references
 in the study store, with the untouched original beside them; with ``--reported``, a variant chosen there
 is run on the reported points (the subset, split seeds 0-2, test images) against a Retrain run here.
+``--forget class:K`` asks the same of a class (Avg.Gap then takes TA on the kept classes, as the tables do).
 """
 
 from __future__ import annotations
