@@ -36,7 +36,8 @@ import torch
 from benchmarks.selectivity import selectivity
 from wsscl_core.data import ForgetSpec, ForgetSplit, Holdout, make_forget_split
 from wsscl_core.metrics import avg_gap
-from wsscl_core.models import Classifier, build_model
+from wsscl_core.methods.retrain import initial_model
+from wsscl_core.models import Classifier
 from wsscl_core.runs import RunRequest, execute, prepare, prepared_cost, score
 from wsscl_core.saliency import forget_gradients, hard_mask
 from wsscl_core.tune import TUNING_SEED, _reference_scores, open_settings, open_storage
@@ -47,17 +48,15 @@ REPORTED_SEEDS = (0, 1, 2)
 
 
 def reset(model: Classifier, how: str, ws: Workspace, split: ForgetSplit, seed: int) -> None:
-    """Re-initialise the part of ``model`` that ``how`` names, in place, from a fresh initialisation of the
-    same architecture seeded as Retrain's (see the module docstring)."""
+    """Re-initialise the part of ``model`` that ``how`` names, in place, from the model Retrain starts from
+    on this split and seed (see the module docstring)."""
     if how == "none":
         return
-    torch.manual_seed(seed)
-    d = ws.data
-    fresh = build_model(ws.model_name, d.channels, d.num_classes, d.mean, d.std).state_dict()
-    state = model.state_dict()
+    fresh = initial_model(ws.context(split, seed)).state_dict()
     if how == "all":
         model.load_state_dict(fresh)
         return
+    state = model.state_dict()
     if how.startswith("salient:"):
         mask = hard_mask(forget_gradients(model, ws.data, split.forget), float(how.split(":")[1]))
         for name, chosen in mask.items():
