@@ -34,6 +34,7 @@ import optuna
 import torch
 
 from benchmarks.selectivity import selectivity
+from wsscl_core.bench import mean_std_cell
 from wsscl_core.data import ForgetSpec, ForgetSplit, Holdout, make_forget_split
 from wsscl_core.metrics import avg_gap
 from wsscl_core.methods.retrain import initial_model
@@ -132,9 +133,10 @@ def main() -> None:
             model = reset_and_refit(ws, split, seed, how, int(epochs), float(lr[0]) if lr else None)
             line(f"{how} + {epochs} ep" + (f" @{lr[0]}" if lr else ""),
                  score(ws, model, split, seed, holdout).scores(), reference, int(epochs) / ws.recipe.epochs)
-    print("mean over the points (Avg.Gap, s):")
+    print("mean ± std over the points (Avg.Gap, s):")
     for name, values in rows.items():
-        print(f"  {name:20s} {sum(g for g, _ in values) / len(values):6.3f}  {sum(s for _, s in values) / len(values):6.2f}")
+        gaps, selectivities = zip(*values)
+        print(f"  {name:20s} {mean_std_cell(list(gaps), digits=3)}  {mean_std_cell(list(selectivities))}")
 
 
 if __name__ == "__main__":
