@@ -213,7 +213,6 @@ def test_the_tuned_class_defaults_forget_the_class(digits, memorising_digits_che
     assert _accuracy_on(out.model, ctx, split.retain) > 95
 
 
-@pytest.mark.xdist_group("small-transfer-original")  # one process trains the small original once (tune caches it)
 def test_the_tuned_class_defaults_forget_a_small_class():
     """WSS-CL's class defaults transfer to small classes: on the original of 100 train images per class it
     forgets a class of 100 images and keeps D_r (the second transfer check of ``tune --write-defaults``;

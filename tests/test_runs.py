@@ -639,7 +639,6 @@ def test_a_class_default_is_chosen_among_the_candidates_that_transfer(monkeypatc
     assert len(ran) == 4  # random forgetting has no transfer runs
 
 
-@pytest.mark.xdist_group("small-transfer-original")  # one process trains the small original once (tune caches it)
 def test_the_transfer_check_runs_the_objectives_classes_on_a_small_original():
     """The second transfer original holds 100 train images per class of the shipped subset and memorises them;
     on it, WSS-CL without the floor on forget steps leaves part of a class recognised (its stage 1 counts
@@ -654,6 +653,35 @@ def test_the_transfer_check_runs_the_objectives_classes_on_a_small_original():
     on_digits, on_small = tune.transfer_failures("wsscl", values)
     assert on_digits == [] and on_small and all(f.startswith(f"{ws.data.name} class:") for f in on_small), on_small
     assert tune.checks_passed_in_order([on_digits, on_small]) == 1
+
+
+def test_the_small_transfer_original_ships_and_a_file_made_otherwise_is_trained_again(tmp_path, monkeypatch):
+    """The shipped file is the original of the current draw and recipe, used without training; one recorded
+    with another recipe is trained again and replaced."""
+    from wsscl_core import tune
+
+    def refuse_training(*args, **kwargs):
+        raise AssertionError("the shipped small transfer original was trained again")
+
+    monkeypatch.setattr(tune, "train_original", refuse_training)
+    tune.small_transfer_workspace.cache_clear()
+    try:
+        shipped = tune.small_transfer_workspace()
+        assert shipped.recipe == TrainRecipe() and shipped.metadata["metrics"]["RA"] > 99
+        assert torch.equal(shipped.data.train.images, tune.small_transfer_data().train.images)
+
+        other = tmp_path / "small.pt"
+        save_checkpoint(other, shipped.original, {**shipped.metadata, "recipe": TrainRecipe(epochs=29).to_dict()})
+        trained = []
+        monkeypatch.setattr(tune, "SMALL_TRANSFER_ORIGINAL", other)
+        monkeypatch.setattr(tune, "train_original", lambda data, *args, **kwargs: trained.append(
+            (data.name, args, kwargs)) or (shipped.original, shipped.metadata))
+        tune.small_transfer_workspace.cache_clear()
+        tune.small_transfer_workspace()
+        assert trained == [(shipped.data.name, ("compact", TrainRecipe()), {"seed": 0, "device": "cpu"})]
+        assert TrainRecipe.from_dict(read_checkpoint(other)[1]["recipe"]) == TrainRecipe()
+    finally:
+        tune.small_transfer_workspace.cache_clear()
 
 
 def test_confirmation_points_pool_with_the_objective_only_when_every_round_option_has_them():
