@@ -27,10 +27,12 @@ import torch
 from .data import Dataset, ForgetSpec, load_dataset, load_default_subset
 from .engine import CancelFlag, Schedule, TrainRecipe, check_cancel
 from .errors import RunCancelled, WssclError
+from .checkpoints import save_checkpoint
 from .fileio import atomic_write_text
 from .methods import (BASE_ROUNDS, DEFAULTS_FILE, Choice, FloatRange, IntRange, RoundsConfig, SearchRange, get_method,
                       make_config, TUNED_RECIPE_LR, method_names, scale_learning_rates, tuned_defaults)
 from .metrics import avg_gap
+from .models import pick_device
 from .runs import ORIGINAL_LABEL, RunRequest, original_result, prepare, prepared_cost, run
 from .workspace import Workspace, open_workspace, train_original
 
@@ -111,15 +113,30 @@ def open_settings(datasets: list[str], checkpoint: str | None, cache_dir: Path, 
             ws = open_workspace(checkpoint, name, device=device, data_root=data_root)
         else:
             cached = cache_dir / f"original_{name.replace(':', '_').replace('/', '_')}.pt"
-            ws = open_workspace(cached, name, device=device, data_root=data_root) if cached.is_file() else None
-            if ws is None or ws.recipe != SETTING_RECIPE:
-                from .checkpoints import save_checkpoint
-
-                model, meta = train_original(load_dataset(name, root=data_root), recipe=SETTING_RECIPE, device=device)
-                save_checkpoint(cached, model, meta)
-                ws = open_workspace(cached, name, device=device, data_root=data_root)
+            ws = cached_original(cached, load_dataset(name, root=data_root), SETTING_RECIPE, device)
         settings.append(TuneSetting(name, ws))
     return settings
+
+
+def cached_original(path: Path, data: Dataset, recipe: TrainRecipe, device: str | torch.device) -> Workspace:
+    """The compact-net original of ``data`` trained with ``recipe``, seed 0: read from ``path`` when the file holds
+    that model, else trained and written there (replacing a file trained another way; a folder that cannot be
+    written only loses the cache)."""
+    if path.is_file():
+        try:
+            ws = open_workspace(path, data, device=device)
+        except WssclError:  # another draw of the data, or not a checkpoint
+            ws = None
+        if ws is not None and (ws.model_name, ws.recipe, ws.metadata.get("method"), ws.metadata.get("seed")) == (
+                "compact", recipe, "original", 0):
+            return ws
+    model, meta = train_original(data, "compact", recipe, seed=0, device=device)
+    try:
+        save_checkpoint(path, model, meta)
+    except (OSError, WssclError):  # e.g. an installed, read-only copy: the run goes on with the model trained here
+        pass
+    on = pick_device(device) if isinstance(device, str) else device
+    return Workspace(data.to(on), model, meta, "compact", recipe, on)
 
 
 def machine_identity(device: torch.device) -> str:
@@ -769,24 +786,7 @@ def small_transfer_workspace() -> Workspace:
     The original ships as :data:`SMALL_TRANSFER_ORIGINAL`: every machine checks the same weights (training
     repeats them only on the same CPU and thread count) without training them again. A file that does not
     hold this data and recipe is trained again and replaced."""
-    data, recipe = small_transfer_data(), TrainRecipe()
-    if SMALL_TRANSFER_ORIGINAL.is_file():
-        try:
-            ws = open_workspace(SMALL_TRANSFER_ORIGINAL, data, device="cpu")
-        except WssclError:  # another draw of the data, or not a checkpoint
-            ws = None
-        made_so = ws is not None and (ws.model_name, ws.recipe, ws.metadata.get("method"), ws.metadata.get("seed")) == (
-            "compact", recipe, "original", 0)
-        if made_so:
-            return ws
-    from .checkpoints import save_checkpoint
-
-    model, meta = train_original(data, "compact", recipe, seed=0, device="cpu")
-    try:
-        save_checkpoint(SMALL_TRANSFER_ORIGINAL, model, meta)
-    except (OSError, WssclError):  # an installed copy may be read-only: the check uses the model trained here
-        pass
-    return Workspace(data, model, meta, "compact", recipe, torch.device("cpu"))
+    return cached_original(SMALL_TRANSFER_ORIGINAL, small_transfer_data(), TrainRecipe(), "cpu")
 
 
 def transfer_failures(method: str, values: dict[str, Any]) -> list[list[str]]:
