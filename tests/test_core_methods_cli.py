@@ -236,6 +236,24 @@ def test_selectivity_floor_is_never_above_the_avg_gap_and_class_files_are_refuse
         script.main([path, class_path])
 
 
+def test_kept_class_errors_reads_the_held_out_images_it_is_asked_for(digits_workspace):
+    """benchmarks/kept_class_errors.py: its kept-class TA and per-class accuracies are the evaluation's, on the
+    validation images when asked (classes and seeds no table reports), and on the test images otherwise."""
+    script = _benchmark_script("kept_class_errors")
+    ws = digits_workspace
+    split = _split(ws, "class:3")
+    model = run_unlearning("ga", ws.context(split, 0), {"epochs": 1, "lr": 0.05}).model
+    for holdout in ("val", "test"):
+        line = script.kept_class_errors(ws, model, [3], holdout)
+        evaluation = score(ws, model, split, 0, holdout)
+        kept_ta = float(line.split("kept-class TA ")[1].split(",")[0])
+        per_class = [float(v) for v in line.split("per class ")[1].split()]
+        assert kept_ta == pytest.approx(evaluation.TA_remaining, abs=0.006), holdout
+        assert per_class == pytest.approx(list(evaluation.per_class_test), abs=0.06), holdout
+    val, test = (script.kept_class_errors(ws, model, [3], h) for h in ("val", "test"))
+    assert val != test
+
+
 def test_reset_refit_probe_reinitialises_only_the_named_weights_and_all_of_them_is_retrain(digits_workspace):
     """benchmarks/reset_refit_probe.py: a reset takes the named weights from the fresh initialisation Retrain
     starts from and keeps every other one; resetting all of them and refitting for the recipe's epochs is
