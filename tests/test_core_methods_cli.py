@@ -15,7 +15,7 @@ from wsscl_core.checkpoints import save_checkpoint
 from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import RunCancelled, WssclError
 from wsscl_core.methods import make_config, run_unlearning
-from wsscl_core.metrics import evaluate
+from wsscl_core.metrics import avg_gap, evaluate
 from wsscl_core.runs import score
 
 
@@ -251,6 +251,36 @@ def test_kept_class_errors_reads_the_held_out_images_it_is_asked_for(digits_work
         assert kept_ta == pytest.approx(evaluation.TA_remaining, abs=0.006), holdout
         assert per_class == pytest.approx(list(evaluation.per_class_test), abs=0.06), holdout
     assert lines["val"] != lines["test"]
+
+
+def test_output_masking_hides_only_the_forgotten_class_and_refuses_a_file_of_another_model(
+        digits_workspace, digits_checkpoint, tmp_path, capsys):
+    """benchmarks/output_masking.py: the masked original never predicts the class (UA 100), loses no other
+    prediction, keeps every weight but the class's bias, and is scored against each seed's Retrain of the file;
+    a file whose Original row another model made, or a random forget set, is refused."""
+    script = _benchmark_script("output_masking")
+    ws = digits_workspace
+    result = run_benchmark(ws, ["retrain", "ft"], "class:2", [0], {"ft": {"epochs": 1}})
+    masked = script.masked_original(ws, (2,))
+    changed = [k for k, v in masked.state_dict().items() if not torch.equal(v, ws.original.state_dict()[k])]
+    assert changed == [f"{masked.head_name}.bias"]
+    rows = script.masking_rows(ws, result)
+    original, hidden = rows["original"][0], rows["masked"][0]
+    assert original["UA"] == result.of("original")[0].scores["UA"] and hidden["UA"] == 100.0
+    assert hidden["RA"] >= original["RA"] and hidden["TA_remaining"] >= original["TA_remaining"]
+    assert hidden["Avg.Gap"] == pytest.approx(avg_gap(hidden, result.of("retrain")[0].scores))
+    path = str(write_outputs(result, tmp_path)[1])
+    (tmp_path / "original.pt").write_bytes(digits_checkpoint)
+    script.main([path, "--checkpoint", str(tmp_path / "original.pt")])
+    out = capsys.readouterr().out
+    assert f"| Original, forgotten output masked | 100.00 | {hidden['RA']:.2f} |" in out
+    assert f"lowest method of the file: FT | | | | | | {result.mean_gap('ft'):.2f} |" in out
+    other = dataclasses.replace(result, rows=[dataclasses.replace(r, scores={**r.scores, "RA": r.scores["RA"] - 1})
+                                              if r.method == "original" else r for r in result.rows])
+    with pytest.raises(SystemExit, match="was it made on this checkpoint"):
+        script.masking_rows(ws, other)
+    with pytest.raises(SystemExit, match="class forgetting only"):
+        script.masking_rows(ws, dataclasses.replace(result, forget="random:0.1"))
 
 
 def test_reset_refit_probe_reinitialises_only_the_named_weights_and_all_of_them_is_retrain(digits_workspace):
