@@ -283,6 +283,30 @@ def test_output_masking_hides_only_the_forgotten_class_and_refuses_a_file_of_ano
         script.masking_rows(ws, dataclasses.replace(result, forget="random:0.1"))
 
 
+def test_feature_probe_reads_the_features_not_the_outputs(digits_workspace):
+    """benchmarks/feature_probe.py: fitted and scored on disjoint halves of the validation images, the probe finds
+    the class in the original's features whether or not its output is hidden, and finds nothing in features that
+    hold nothing; a random forget set is refused."""
+    script = _benchmark_script("feature_probe")
+    ws = digits_workspace
+    fit, scored = script.probe_halves(ws)
+    val = ws.data.holdout("val")
+    assert len(fit) + len(scored) == len(val) and abs(len(fit) - len(scored)) <= 1
+    pairs = {(tuple(i.flatten().tolist()), int(y)) for i, y in zip(fit.images, fit.labels)}
+    assert not any((tuple(i.flatten().tolist()), int(y)) in pairs for i, y in zip(scored.images, scored.labels))
+    original = script.probe_accuracies(ws.original, fit, scored, [3])
+    hidden = script.probe_accuracies(script.masked_original(ws, (3,)), fit, scored, [3])
+    assert original["model_forgotten"] > 80 and hidden["model_forgotten"] == 0.0
+    assert hidden["probe_forgotten"] == original["probe_forgotten"] > 80 and hidden["probe_kept"] == original["probe_kept"]
+    blank = copy.deepcopy(ws.original)
+    with torch.no_grad():
+        for conv in (m for m in blank.body.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.weight.zero_()
+    assert script.probe_accuracies(blank, fit, scored, [3])["probe_kept"] < 30 < original["probe_kept"]
+    with pytest.raises(SystemExit, match="asks about a forgotten class"):
+        script.probe_rows(ws, "random:0.1", [], 0)
+
+
 def test_reset_refit_probe_reinitialises_only_the_named_weights_and_all_of_them_is_retrain(digits_workspace):
     """benchmarks/reset_refit_probe.py: a reset takes the named weights from the fresh initialisation Retrain
     starts from and keeps every other one; resetting all of them and refitting for the recipe's epochs is
