@@ -5,8 +5,8 @@
 For the untouched original, the original with only the forgotten class's output hidden
 (``benchmarks/output_masking.py``) and each method's run (its defaults, on ``--checkpoint``, default the
 shipped original), a fresh linear classifier is fitted on the penultimate features of half of the validation
-images (every class, the forgotten one included: someone holding a few labelled images) and scored on the
-other half. Retrain's features never learnt the class, so its probe accuracy on the forgotten class is the
+images (every class, the forgotten one included, as someone holding labelled images of it would) and scored
+on the other half. Retrain's features never learnt the class, so its probe accuracy on the forgotten class is the
 target; the original's is what forgetting in the features has to undo. UA, MIA and kept-class TA read the
 outputs only, so they score hiding the output as forgetting; this probe does not. Only validation images are
 used (on a dataset without its own, the half of the test images that ``holdout("val")`` lends).
@@ -19,11 +19,11 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.output_masking import masked_original
+from benchmarks.output_masking import MASKED_LABEL, masked_original
 from wsscl_core.data import ForgetSpec, ImageSet
 from wsscl_core.metrics import predict_features, predict_logits
 from wsscl_core.models import Classifier
-from wsscl_core.runs import RunRequest, run
+from wsscl_core.runs import ORIGINAL_LABEL, RunRequest, run
 from wsscl_core.workspace import Workspace, open_workspace
 
 PROBE_SEED = 0  # the fixed draw that halves the validation images into probe-fit and probe-score images
@@ -62,8 +62,7 @@ def probe_rows(ws: Workspace, forget: str, methods: list[str], seed: int) -> dic
         raise SystemExit(f"{forget}: the feature probe asks about a forgotten class")
     fit, scored = probe_halves(ws)
     forgotten = list(spec.classes)
-    models = {"Original (no unlearning)": ws.original,
-              "Original, forgotten output masked": masked_original(ws, spec.classes)}
+    models = {ORIGINAL_LABEL: ws.original, MASKED_LABEL: masked_original(ws, spec.classes)}
     rows = {label: probe_accuracies(model, fit, scored, forgotten) for label, model in models.items()}
     for method in methods:
         result = run(ws, RunRequest.parse(method, forget, {}, seed))

@@ -28,6 +28,7 @@ from wsscl_core.workspace import Workspace, open_workspace
 
 MASK_LOGIT = 1e4  # far below every other logit, yet finite: softmax and the per-sample loss stay defined
 COLUMNS = ("UA", "RA", "TA_remaining", "MIA", "MIA_AUC")
+MASKED_LABEL = "Original, forgotten output masked"
 
 
 def masked_original(ws: Workspace, classes: tuple[int, ...]) -> Classifier:
@@ -65,7 +66,7 @@ def masking_table(ws: Workspace, result: BenchResult) -> str:
     best = min(methods, key=result.mean_gap)
     lines = [f"{result.forget}, {len(rows[ORIGINAL])} seed(s): means over seeds",
              "| row | UA | RA | TA (kept classes) | MIA | Loss-attack AUC | Avg.Gap |", "|---|---|---|---|---|---|---|"]
-    for name, label in ((ORIGINAL, label_of(ORIGINAL)), ("masked", "Original, forgotten output masked")):
+    for name, label in ((ORIGINAL, label_of(ORIGINAL)), ("masked", MASKED_LABEL)):
         means = [float(np.mean([r[k] for r in rows[name]])) for k in (*COLUMNS, "Avg.Gap")]
         lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" if k == "MIA_AUC" else f"{v:.2f}"
                                                    for k, v in zip((*COLUMNS, "Avg.Gap"), means)) + " |")
