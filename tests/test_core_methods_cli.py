@@ -307,6 +307,37 @@ def test_feature_probe_reads_the_features_not_the_outputs(digits_workspace):
         script.probe_rows(ws, "random:0.1", [], 0)
 
 
+def test_relearn_attack_teaches_the_class_back_from_its_few_images_only(digits_workspace):
+    """benchmarks/relearn_attack.py: the relearning set is ``shots`` forget images and as many of each kept class,
+    a fixed draw per seed; the rest of D_f is scored apart. Fine-tuning on it brings back a class whose output row
+    was wiped (the features still hold it), leaves the attacked model untouched, and a random forget set is
+    refused."""
+    script = _benchmark_script("relearn_attack")
+    ws = digits_workspace
+    split = make_forget_split(ws.data.train.labels, ForgetSpec.parse("class:3", 0), ws.data.num_classes)
+    indices, rest = script.relearn_indices(ws, split, 10, seed=0)
+    labels = ws.data.train.labels
+    assert torch.bincount(labels[indices], minlength=10).tolist() == [10] * 10
+    in_forget = torch.isin(indices, split.forget)
+    assert in_forget.sum() == 10 and torch.isin(indices[~in_forget], split.retain).all()
+    assert sorted(torch.cat([indices[in_forget], rest]).tolist()) == sorted(split.forget.tolist())
+    assert torch.equal(script.relearn_indices(ws, split, 10, seed=0)[0], indices)
+    assert not torch.equal(script.relearn_indices(ws, split, 10, seed=1)[0], indices)
+
+    wiped = copy.deepcopy(ws.original)
+    with torch.no_grad():
+        wiped.output_layer().weight[3].zero_()
+        wiped.output_layer().bias[3] = -5.0
+    before = copy.deepcopy(wiped.state_dict())
+    blind = script.accuracies(ws, wiped, [3], rest)
+    assert blind["val_forgotten"] == 0.0 == blind["rest_of_forget"] and blind["val_kept"] > 80
+    taught = script.accuracies(ws, script.relearned(ws, wiped, indices, 5, seed=0), [3], rest)
+    assert taught["val_forgotten"] > 50 and taught["rest_of_forget"] > 50 and taught["val_kept"] > 80
+    assert all(torch.equal(value, before[name]) for name, value in wiped.state_dict().items())
+    with pytest.raises(SystemExit, match="asks about a forgotten class"):
+        script.attack_rows(ws, "random:0.1", [], 0, 10, [1])
+
+
 def test_reset_refit_probe_reinitialises_only_the_named_weights_and_all_of_them_is_retrain(digits_workspace):
     """benchmarks/reset_refit_probe.py: a reset takes the named weights from the fresh initialisation Retrain
     starts from and keeps every other one; resetting all of them and refitting for the recipe's epochs is

@@ -1,0 +1,117 @@
+"""Does a class-forgetting run leave the class quick to teach back? A relearning attack asks.
+
+    PYTHONPATH=. python benchmarks/relearn_attack.py --forget class:0 --methods retrain,wsscl,salun,cl --seed 0
+
+An attacker holds a few train images of the forgotten class (``--shots``, drawn from D_f) and as many of each
+kept class (drawn from D_r), and fine-tunes the model on them for a few epochs (``--epochs``, each budget from
+the same unlearned model) with the original recipe's learning rate, momentum and batch size, constant, no
+augmentation. After each budget the forgotten class's validation images, the rest of D_f and the kept classes'
+validation images are scored. Retrain never learnt the class, so how much of it Retrain gets from these images is
+the target; a model that only hides the class (the masked original, ``benchmarks/output_masking.py``) or keeps
+it in its features (``benchmarks/feature_probe.py``) gets it back sooner. Runs are the methods' defaults on
+``--checkpoint`` (default: the shipped original); only validation images are scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+
+from benchmarks.output_masking import MASKED_LABEL, masked_original
+from wsscl_core.data import ForgetSpec, ForgetSplit, make_forget_split
+from wsscl_core.engine import TrainRecipe, run_phases
+from wsscl_core.metrics import predict_logits
+from wsscl_core.models import Classifier
+from wsscl_core.runs import ORIGINAL_LABEL, RunRequest, run
+from wsscl_core.workspace import Workspace, open_workspace
+
+RELEARN_BATCH = 32  # a few hundred images: the recipe's 128 would give two or three steps an epoch
+
+
+def relearn_indices(ws: Workspace, split: ForgetSplit, shots: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the relearning set, the forget images outside it): ``shots`` train images of D_f and ``shots`` of each kept
+    class from D_r, a fixed draw per ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = ws.data.train.labels
+    forget = split.forget[torch.randperm(len(split.forget), generator=generator)]
+    if len(forget) <= shots:
+        raise SystemExit(f"the forget set has {len(forget)} images; the attack needs more than --shots {shots}")
+    chosen = [forget[:shots]]
+    for cls in sorted(set(labels[split.retain].tolist())):
+        pool = split.retain[labels[split.retain] == cls]
+        chosen.append(pool[torch.randperm(len(pool), generator=generator)[:shots]])
+    return torch.cat(chosen), forget[shots:]
+
+
+def relearned(ws: Workspace, model: Classifier, indices: torch.Tensor, epochs: int, seed: int) -> Classifier:
+    """A copy of ``model`` fine-tuned on the train images ``indices`` for ``epochs`` epochs."""
+    recipe = ws.recipe
+    attack = TrainRecipe(epochs=epochs, lr=recipe.lr, batch_size=RELEARN_BATCH, momentum=recipe.momentum,
+                         weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, schedule="constant",
+                         warmup_fraction=0.0, augment=False)
+    attacked = copy.deepcopy(model)
+    run_phases(attacked, ws.data, [attack.phase(indices, "Relearning attack", "relearn")], seed=seed)
+    return attacked.eval()
+
+
+def accuracies(ws: Workspace, model: Classifier, forgotten: list[int], rest_of_forget: torch.Tensor) -> dict[str, float]:
+    """Accuracy (%) on the forgotten classes' validation images, on the rest of D_f and on the kept classes'
+    validation images."""
+    val = ws.data.holdout("val")
+    hits = predict_logits(model, val.images).argmax(1) == val.labels
+    is_forgotten = torch.isin(val.labels, torch.tensor(forgotten))
+    train = ws.data.train.subset(rest_of_forget)
+    rest = predict_logits(model, train.images).argmax(1) == train.labels
+    return {"val_forgotten": 100.0 * hits[is_forgotten].float().mean().item(),
+            "rest_of_forget": 100.0 * rest.float().mean().item(),
+            "val_kept": 100.0 * hits[~is_forgotten].float().mean().item()}
+
+
+def attack_rows(ws: Workspace, forget: str, methods: list[str], seed: int, shots: int,
+                budgets: list[int]) -> dict[str, dict[int, dict[str, float]]]:
+    """Row label → epochs of relearning (0: none) → accuracies, for the original, the masked original and each
+    method's run on ``forget``."""
+    spec = ForgetSpec.parse(forget, seed)
+    if spec.kind != "class":
+        raise SystemExit(f"{forget}: the relearning attack asks about a forgotten class")
+    split = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes)
+    indices, rest = relearn_indices(ws, split, shots, seed)
+    forgotten = list(spec.classes)
+    models = {ORIGINAL_LABEL: ws.original, MASKED_LABEL: masked_original(ws, spec.classes)}
+    for method in methods:
+        result = run(ws, RunRequest.parse(method, forget, {}, seed, "val"))
+        models[result.label] = result.model
+    return {label: {epochs: accuracies(ws, relearned(ws, model, indices, epochs, seed) if epochs else model,
+                                       forgotten, rest)
+                    for epochs in [0, *budgets]}
+            for label, model in models.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--forget", default="class:0")
+    parser.add_argument("--methods", default="retrain,wsscl,salun,cl")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shots", type=int, default=50, help="images of the forgotten class the attacker holds")
+    parser.add_argument("--epochs", default="1,2,5", help="relearning budgets, epochs over the relearning set")
+    parser.add_argument("--checkpoint", default=None, help="the original (default: the shipped one)")
+    args = parser.parse_args(argv)
+    ws = open_workspace(args.checkpoint, device="cpu")
+    budgets = [int(e) for e in args.epochs.split(",")]
+    for forget in args.forget.split(","):
+        rows = attack_rows(ws, forget, args.methods.split(","), args.seed, args.shots, budgets)
+        print(f"{forget}, seed {args.seed}, {args.shots} images per class: accuracy in % on the forgotten class's "
+              "validation images / the rest of D_f / the kept classes' validation images, after E epochs")
+        print("| model | " + " | ".join(f"E = {e}" for e in [0, *budgets]) + " |")
+        print("|---|" + "---|" * (len(budgets) + 1))
+        for label, by_budget in rows.items():
+            cells = [f"{a['val_forgotten']:.1f} / {a['rest_of_forget']:.1f} / {a['val_kept']:.1f}"
+                     for a in by_budget.values()]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
