@@ -4,8 +4,11 @@
 
 An attacker holds a few train images of the forgotten class (``--shots``, drawn from D_f) and as many of each
 kept class (drawn from D_r), and fine-tunes the model on them for a few epochs (``--epochs``, each budget from
-the same unlearned model) with the original recipe's learning rate, momentum and batch size, constant, no
-augmentation. After each budget the forgotten class's validation images, the rest of D_f and the kept classes'
+the same unlearned model): batch 32, the original recipe's momentum and weight decay, a constant learning rate of
+``RELEARN_LR_FRACTION`` of the recipe's, no augmentation. That fraction is the largest of 0.2, 0.1, 0.04 and 0.02
+at which the attack leaves the untouched original's kept-class validation accuracy within 1 point after 1 to 10
+epochs (classes 0 and 7 of the shipped original, seed 0): an attack that wrecks the model tells nothing of what
+it remembers. After each budget the forgotten class's validation images, the rest of D_f and the kept classes'
 validation images are scored. Retrain never learnt the class, so how much of it Retrain gets from these images is
 the target; a model that only hides the class (the masked original, ``benchmarks/output_masking.py``) or keeps
 it in its features (``benchmarks/feature_probe.py``) gets it back sooner. Runs are the methods' defaults on
@@ -28,6 +31,7 @@ from wsscl_core.runs import ORIGINAL_LABEL, RunRequest, run
 from wsscl_core.workspace import Workspace, open_workspace
 
 RELEARN_BATCH = 32  # a few hundred images: the recipe's 128 would give two or three steps an epoch
+RELEARN_LR_FRACTION = 0.04  # of the original recipe's learning rate (module docstring)
 
 
 def relearn_indices(ws: Workspace, split: ForgetSplit, shots: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,10 +49,11 @@ def relearn_indices(ws: Workspace, split: ForgetSplit, shots: int, seed: int) ->
     return torch.cat(chosen), forget[shots:]
 
 
-def relearned(ws: Workspace, model: Classifier, indices: torch.Tensor, epochs: int, seed: int) -> Classifier:
+def relearned(ws: Workspace, model: Classifier, indices: torch.Tensor, epochs: int, seed: int,
+              lr_fraction: float = RELEARN_LR_FRACTION) -> Classifier:
     """A copy of ``model`` fine-tuned on the train images ``indices`` for ``epochs`` epochs."""
     recipe = ws.recipe
-    attack = TrainRecipe(epochs=epochs, lr=recipe.lr, batch_size=RELEARN_BATCH, momentum=recipe.momentum,
+    attack = TrainRecipe(epochs=epochs, lr=lr_fraction * recipe.lr, batch_size=RELEARN_BATCH, momentum=recipe.momentum,
                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, schedule="constant",
                          warmup_fraction=0.0, augment=False)
     attacked = copy.deepcopy(model)
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default="retrain,wsscl,salun,cl")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shots", type=int, default=50, help="images of the forgotten class the attacker holds")
-    parser.add_argument("--epochs", default="1,2,5", help="relearning budgets, epochs over the relearning set")
+    parser.add_argument("--epochs", default="1,2,5,10", help="relearning budgets, epochs over the relearning set")
     parser.add_argument("--checkpoint", default=None, help="the original (default: the shipped one)")
     args = parser.parse_args(argv)
     ws = open_workspace(args.checkpoint, device="cpu")
