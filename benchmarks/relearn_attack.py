@@ -1,6 +1,7 @@
-"""Does a class-forgetting run leave the class quick to teach back? A relearning attack asks.
+"""Does a forgetting run leave the forgotten data quick to teach back? A relearning attack asks.
 
     PYTHONPATH=. python benchmarks/relearn_attack.py --forget class:0 --methods retrain,wsscl,salun,cl --seed 0
+    PYTHONPATH=. python benchmarks/relearn_attack.py --forget random:0.1 --methods retrain,wsscl,salun,cl --seed 0
 
 An attacker holds a few train images of the forgotten class (``--shots``, drawn from D_f) and as many of each
 kept class (drawn from D_r), and fine-tunes the model on them for a few epochs (``--epochs``, each budget from
@@ -11,8 +12,11 @@ epochs (classes 0 and 7 of the shipped original, seed 0): an attack that wrecks 
 it remembers. After each budget the forgotten class's validation images, the rest of D_f and the kept classes'
 validation images are scored. Retrain never learnt the class, so how much of it Retrain gets from these images is
 the target; a model that only hides the class (the masked original, ``benchmarks/output_masking.py``) or keeps
-it in its features (``benchmarks/feature_probe.py``) gets it back sooner. Runs are the methods' defaults on
-``--checkpoint`` (default: the shipped original); only validation images are scored.
+it in its features (``benchmarks/feature_probe.py``) gets it back sooner. On a random forget set the attacker
+holds ``--shots`` images of D_f and as many of each class from D_r, and every validation image is scored with
+the rest of D_f: Retrain knows the rest of D_f about as well as unseen images, the original has memorised it,
+and a run that still holds it scores the rest of D_f above the validation images after the attack. Runs are the
+methods' defaults on ``--checkpoint`` (default: the shipped original); only validation images are scored.
 """
 
 from __future__ import annotations
@@ -62,29 +66,31 @@ def relearned(ws: Workspace, model: Classifier, indices: torch.Tensor, epochs: i
 
 
 def accuracies(ws: Workspace, model: Classifier, forgotten: list[int], rest_of_forget: torch.Tensor) -> dict[str, float]:
-    """Accuracy (%) on the forgotten classes' validation images, on the rest of D_f and on the kept classes'
-    validation images."""
+    """Accuracy (%) on validation images and on the rest of D_f: the forgotten classes' validation images, the
+    rest of D_f and the kept classes' validation images; for a random forget set (no forgotten class) every
+    validation image, then the rest of D_f."""
     val = ws.data.holdout("val")
     hits = predict_logits(model, val.images).argmax(1) == val.labels
-    is_forgotten = torch.isin(val.labels, torch.tensor(forgotten))
     train = ws.data.train.subset(rest_of_forget)
-    rest = predict_logits(model, train.images).argmax(1) == train.labels
-    return {"val_forgotten": 100.0 * hits[is_forgotten].float().mean().item(),
-            "rest_of_forget": 100.0 * rest.float().mean().item(),
+    rest = 100.0 * (predict_logits(model, train.images).argmax(1) == train.labels).float().mean().item()
+    if not forgotten:
+        return {"val": 100.0 * hits.float().mean().item(), "rest_of_forget": rest}
+    is_forgotten = torch.isin(val.labels, torch.tensor(forgotten))
+    return {"val_forgotten": 100.0 * hits[is_forgotten].float().mean().item(), "rest_of_forget": rest,
             "val_kept": 100.0 * hits[~is_forgotten].float().mean().item()}
 
 
 def attack_rows(ws: Workspace, forget: str, methods: list[str], seed: int, shots: int,
                 budgets: list[int]) -> dict[str, dict[int, dict[str, float]]]:
-    """Row label → epochs of relearning (0: none) → accuracies, for the original, the masked original and each
-    method's run on ``forget``."""
+    """Row label → epochs of relearning (0: none) → accuracies, for the original, the masked original (class
+    forgetting) and each method's run on ``forget``."""
     spec = ForgetSpec.parse(forget, seed)
-    if spec.kind != "class":
-        raise SystemExit(f"{forget}: the relearning attack asks about a forgotten class")
     split = make_forget_split(ws.data.train.labels, spec, ws.data.num_classes)
     indices, rest = relearn_indices(ws, split, shots, seed)
-    forgotten = list(spec.classes)
-    models = {ORIGINAL_LABEL: ws.original, MASKED_LABEL: masked_original(ws, spec.classes)}
+    forgotten = list(spec.classes) if spec.kind == "class" else []
+    models = {ORIGINAL_LABEL: ws.original}
+    if forgotten:
+        models[MASKED_LABEL] = masked_original(ws, spec.classes)
     for method in methods:
         result = run(ws, RunRequest.parse(method, forget, {}, seed, "val"))
         models[result.label] = result.model
@@ -107,13 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     budgets = [int(e) for e in args.epochs.split(",")]
     for forget in args.forget.split(","):
         rows = attack_rows(ws, forget, args.methods.split(","), args.seed, args.shots, budgets)
-        print(f"{forget}, seed {args.seed}, {args.shots} images per class: accuracy in % on the forgotten class's "
-              "validation images / the rest of D_f / the kept classes' validation images, after E epochs")
+        scored = ("the forgotten class's validation images / the rest of D_f / the kept classes' validation images"
+                  if ForgetSpec.parse(forget, args.seed).kind == "class" else "every validation image / the rest of D_f")
+        print(f"{forget}, seed {args.seed}, {args.shots} images per class: accuracy in % on {scored}, after E epochs")
         print("| model | " + " | ".join(f"E = {e}" for e in [0, *budgets]) + " |")
         print("|---|" + "---|" * (len(budgets) + 1))
         for label, by_budget in rows.items():
-            cells = [f"{a['val_forgotten']:.1f} / {a['rest_of_forget']:.1f} / {a['val_kept']:.1f}"
-                     for a in by_budget.values()]
+            cells = [" / ".join(f"{value:.1f}" for value in a.values()) for a in by_budget.values()]
             print(f"| {label} | " + " | ".join(cells) + " |")
         print(flush=True)
 
