@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--forget", default="class:0")
     parser.add_argument("--methods", default="retrain,wsscl,salun,cl")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shots", type=int, default=50, help="images of the forgotten class the attacker holds")
+    parser.add_argument("--shots", type=int, default=50, help="forget images the attacker holds (and as many of each class of D_r)")
     parser.add_argument("--epochs", default="1,2,5,10", help="relearning budgets, epochs over the relearning set")
     parser.add_argument("--checkpoint", default=None, help="the original (default: the shipped one)")
     args = parser.parse_args(argv)
