@@ -8,8 +8,8 @@ kept class (drawn from D_r), and fine-tunes the model on them for a few epochs (
 the same unlearned model): batch 32, the original recipe's momentum and weight decay, a constant learning rate of
 ``RELEARN_LR_FRACTION`` of the recipe's, no augmentation. That fraction is the largest of 0.2, 0.1, 0.04 and 0.02
 at which the attack leaves the untouched original's kept-class validation accuracy within 1 point after 1 to 10
-epochs (classes 0 and 7 of the shipped original, seed 0): an attack that wrecks the model tells nothing of what
-it remembers. After each budget the forgotten class's validation images, the rest of D_f and the kept classes'
+epochs (classes 0 and 7 of the shipped original, seed 0; ``--methods "" --lr-fraction F`` scores the original
+rows alone): an attack that wrecks the model tells nothing of what it remembers. After each budget the forgotten class's validation images, the rest of D_f and the kept classes'
 validation images are scored. Retrain never learnt the class, so how much of it Retrain gets from these images is
 the target; a model that only hides the class (the masked original, ``benchmarks/output_masking.py``) or keeps
 it in its features (``benchmarks/feature_probe.py``) gets it back sooner. On a random forget set the attacker
@@ -80,8 +80,8 @@ def accuracies(ws: Workspace, model: Classifier, forgotten: list[int], rest_of_f
             "val_kept": 100.0 * hits[~is_forgotten].float().mean().item()}
 
 
-def attack_rows(ws: Workspace, forget: str, methods: list[str], seed: int, shots: int,
-                budgets: list[int]) -> dict[str, dict[int, dict[str, float]]]:
+def attack_rows(ws: Workspace, forget: str, methods: list[str], seed: int, shots: int, budgets: list[int],
+                lr_fraction: float = RELEARN_LR_FRACTION) -> dict[str, dict[int, dict[str, float]]]:
     """Row label → epochs of relearning (0: none) → accuracies, for the original, the masked original (class
     forgetting) and each method's run on ``forget``."""
     spec = ForgetSpec.parse(forget, seed)
@@ -94,8 +94,8 @@ def attack_rows(ws: Workspace, forget: str, methods: list[str], seed: int, shots
     for method in methods:
         result = run(ws, RunRequest.parse(method, forget, {}, seed, "val"))
         models[result.label] = result.model
-    return {label: {epochs: accuracies(ws, relearned(ws, model, indices, epochs, seed) if epochs else model,
-                                       forgotten, rest)
+    return {label: {epochs: accuracies(ws, relearned(ws, model, indices, epochs, seed, lr_fraction) if epochs
+                                       else model, forgotten, rest)
                     for epochs in [0, *budgets]}
             for label, model in models.items()}
 
@@ -107,15 +107,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shots", type=int, default=50, help="forget images the attacker holds (and as many of each class of D_r)")
     parser.add_argument("--epochs", default="1,2,5,10", help="relearning budgets, epochs over the relearning set")
+    parser.add_argument("--lr-fraction", type=float, default=RELEARN_LR_FRACTION,
+                        help="the attack's learning rate as a fraction of the recipe's")
     parser.add_argument("--checkpoint", default=None, help="the original (default: the shipped one)")
     args = parser.parse_args(argv)
     ws = open_workspace(args.checkpoint, device="cpu")
     budgets = [int(e) for e in args.epochs.split(",")]
     for forget in args.forget.split(","):
-        rows = attack_rows(ws, forget, args.methods.split(","), args.seed, args.shots, budgets)
+        methods = [method for method in args.methods.split(",") if method]  # "" for the original rows alone
+        rows = attack_rows(ws, forget, methods, args.seed, args.shots, budgets, args.lr_fraction)
         scored = ("the forgotten class's validation images / the rest of D_f / the kept classes' validation images"
                   if ForgetSpec.parse(forget, args.seed).kind == "class" else "every validation image / the rest of D_f")
-        print(f"{forget}, seed {args.seed}, {args.shots} images per class: accuracy in % on {scored}, after E epochs")
+        print(f"{forget}, seed {args.seed}, {args.shots} images per class, learning rate {args.lr_fraction:g} of the "
+              f"recipe's: accuracy in % on {scored}, after E epochs")
         print("| model | " + " | ".join(f"E = {e}" for e in [0, *budgets]) + " |")
         print("|---|" + "---|" * (len(budgets) + 1))
         for label, by_budget in rows.items():
