@@ -9,8 +9,8 @@ the same unlearned model): batch 32, the original recipe's momentum and weight d
 ``RELEARN_LR_FRACTION`` of the recipe's, no augmentation. That fraction is the largest of 0.2, 0.1, 0.04 and 0.02
 at which the attack leaves the untouched original's kept-class validation accuracy within 1 point after 1 to 10
 epochs (classes 0 and 7 of the shipped original, seed 0; ``--methods "" --lr-fraction F`` scores the original
-rows alone): an attack that wrecks the model tells nothing of what it remembers. After each budget the forgotten class's validation images, the rest of D_f and the kept classes'
-validation images are scored. Retrain never learnt the class, so how much of it Retrain gets from these images is
+rows alone): an attack that wrecks the model tells nothing of what it remembers. After each budget the forgotten
+class's validation images, the rest of D_f and the kept classes' validation images are scored. Retrain never learnt the class, so how much of it Retrain gets from these images is
 the target; a model that only hides the class (the masked original, ``benchmarks/output_masking.py``) or keeps
 it in its features (``benchmarks/feature_probe.py``) gets it back sooner. On a random forget set the attacker
 holds ``--shots`` images of D_f and as many of each class from D_r, and every validation image is scored with
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 
 import torch
 
 from benchmarks.output_masking import MASKED_LABEL, masked_original
 from wsscl_core.data import ForgetSpec, ForgetSplit, make_forget_split
-from wsscl_core.engine import TrainRecipe, run_phases
+from wsscl_core.engine import run_phases
 from wsscl_core.metrics import predict_logits
 from wsscl_core.models import Classifier
 from wsscl_core.runs import ORIGINAL_LABEL, RunRequest, run
@@ -56,10 +57,8 @@ def relearn_indices(ws: Workspace, split: ForgetSplit, shots: int, seed: int) ->
 def relearned(ws: Workspace, model: Classifier, indices: torch.Tensor, epochs: int, seed: int,
               lr_fraction: float = RELEARN_LR_FRACTION) -> Classifier:
     """A copy of ``model`` fine-tuned on the train images ``indices`` for ``epochs`` epochs."""
-    recipe = ws.recipe
-    attack = TrainRecipe(epochs=epochs, lr=lr_fraction * recipe.lr, batch_size=RELEARN_BATCH, momentum=recipe.momentum,
-                         weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, schedule="constant",
-                         warmup_fraction=0.0, augment=False)
+    attack = dataclasses.replace(ws.recipe, epochs=epochs, lr=lr_fraction * ws.recipe.lr, batch_size=RELEARN_BATCH,
+                                 schedule="constant", warmup_fraction=0.0, augment=False)
     attacked = copy.deepcopy(model)
     run_phases(attacked, ws.data, [attack.phase(indices, "Relearning attack", "relearn")], seed=seed)
     return attacked.eval()
@@ -105,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--forget", default="class:0")
     parser.add_argument("--methods", default="retrain,wsscl,salun,cl")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shots", type=int, default=50, help="forget images the attacker holds (and as many of each class of D_r)")
+    parser.add_argument("--shots", type=int, default=50,
+                        help="forget images the attacker holds (and as many of each class of D_r)")
     parser.add_argument("--epochs", default="1,2,5,10", help="relearning budgets, epochs over the relearning set")
     parser.add_argument("--lr-fraction", type=float, default=RELEARN_LR_FRACTION,
                         help="the attack's learning rate as a fraction of the recipe's")
