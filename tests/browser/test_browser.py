@@ -143,6 +143,10 @@ def test_a_class_demo_end_to_end(studio_url, browser):
         epochs.press("Enter")
         page.wait_for_function(f"location.search.includes('{name}%3D1')", timeout=15_000)
         wait_idle(page)
+    # a tuned learning rate reads with four significant digits and is still the default (not in the link)
+    shown_lr = page.get_by_label("stage1_lr", exact=True).input_value()
+    assert len(shown_lr.split("e")[0].replace(".", "").lstrip("0")) <= 4 and float(shown_lr) > 0, shown_lr
+    assert "stage1_lr" not in page.evaluate("location.search")
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_role("button", name="Stop training").wait_for(timeout=30_000)
     page.get_by_text("Losses per phase").first.wait_for(timeout=30_000)
