@@ -17,6 +17,7 @@ from wsscl_core.errors import RunCancelled, WssclError
 from wsscl_core.methods import make_config, run_unlearning
 from wsscl_core.metrics import accuracy, avg_gap, evaluate, predict_logits
 from wsscl_core.runs import ORIGINAL_LABEL, score
+from wsscl_core.workspace import open_workspace
 
 
 def _split(ws, text="random:0.1", seed=0):
@@ -140,12 +141,19 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
         merger.merge(base, other)
 
 
-def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(digits_workspace, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def two_seed_benchmark(digits, digits_checkpoint):
+    """Retrain, the untouched original and one-epoch FT on random 10 % of the digits, split seeds 0 and 1."""
+    ws = open_workspace(digits_checkpoint, digits, device="cpu")
+    return run_benchmark(ws, ["retrain", "ft"], "random:0.1", [0, 1], {"ft": {"epochs": 1}})
+
+
+def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(two_seed_benchmark, tmp_path, capsys):
     """benchmarks/merge_bench_rows.py --join-seeds: a two-seed run split into its seeds' runs (as one process per
     seed writes them) joins back into the same table; a repeated seed is refused, and a run with other methods
     (one cut off) too unless only the methods every run finished are asked for."""
     merger = _benchmark_script("merge_bench_rows")
-    both = run_benchmark(digits_workspace, ["retrain", "ft"], "random:0.1", [0, 1], {"ft": {"epochs": 1}})
+    both = two_seed_benchmark
 
     def seed_run(seed: int, methods: tuple[str, ...] = ("retrain", "original", "ft")):
         return dataclasses.replace(both, rows=[r for r in both.rows if r.seed == seed and r.method in methods])
@@ -165,6 +173,27 @@ def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(digits_works
     finished = merger.join_seeds([*parts, cut_off], finished_only=True)
     assert finished.methods() == ["retrain", "original"] and sorted({r.seed for r in finished.rows}) == [0, 1, 2]
     assert "left out, not finished on every seed: ft" in capsys.readouterr().err
+
+
+def test_paired_seeds_pairs_every_method_with_the_chosen_one_seed_by_seed(two_seed_benchmark, tmp_path, capsys):
+    """benchmarks/paired_seeds.py: each other method's Avg.Gap minus the chosen method's, paired by split seed across
+    the files (one per seed here), as mean ± standard error with the seeds where the chosen one is lower; Retrain
+    is no row, and a seed given twice is refused."""
+    paired = _benchmark_script("paired_seeds")
+    files = [str(write_outputs(dataclasses.replace(two_seed_benchmark, rows=[r for r in two_seed_benchmark.rows
+                                                                              if r.seed == seed]),
+                               tmp_path / str(seed))[1]) for seed in (0, 1)]
+    paired.main(["--method", "ft", *files])
+    rows = [line.strip(" |").split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row[0] for row in rows[1:]] == [ORIGINAL_LABEL]
+    ft, original = ({r.seed: r.avg_gap for r in two_seed_benchmark.of(m)} for m in ("ft", "original"))
+    differences = [original[s] - ft[s] for s in (0, 1)]
+    # two seeds: the standard error of the mean difference is half their distance
+    assert rows[1][1:] == ["0,1", f"{(original[0] + original[1]) / 2:.2f}", f"{(ft[0] + ft[1]) / 2:.2f}",
+                           f"{sum(differences) / 2:+.2f} ± {abs(differences[0] - differences[1]) / 2:.2f}",
+                           rows[1][5], f"{sum(ft[s] < original[s] for s in (0, 1))} of 2"]
+    with pytest.raises(SystemExit, match="twice"):
+        paired.main([files[0], files[0]])
 
 
 def test_class_summary_reads_each_class_table_as_bench_scored_it(digits_workspace, tmp_path, capsys):
