@@ -6,7 +6,7 @@ The bench table gives each method's mean ± standard deviation over seeds; two m
 may still differ on every seed, since both run on the same splits. This pairs every other method's Avg.Gap
 with ``--method``'s on each split seed both have (the files are bench JSON of one setting, for example
 seeds 0-2 of every method and further seeds of a few; each row is already scored against its own seed's
-Retrain), and prints the mean difference with its standard error, Student's t and the seeds where
+Retrain, and a row two files share must score the same in both, as Retrain does run again on one machine), and prints the mean difference with its standard error, Student's t and the seeds where
 ``--method`` is lower. The untouched original is a row like any other.
 """
 
@@ -23,14 +23,17 @@ from wsscl_core.tune import paired_gain
 def gaps_by_method(paths: list[str]) -> tuple[str, dict[str, dict[int, float]]]:
     """The forget set and method → split seed → Avg.Gap, from complete bench JSON files of one setting."""
     gaps: dict[str, dict[int, float]] = defaultdict(dict)
+    scores: dict[tuple[str, int], dict[str, float]] = {}
     settings = set()
     for path in paths:
         result = read_outputs(path)
         check_complete(path, result)
         settings.add((result.forget, result.dataset, result.model))
         for row in result.rows:
-            if row.seed in gaps[row.method]:
-                raise SystemExit(f"{label_of(row.method)} has split seed {row.seed} twice; give each seed once.")
+            seen = scores.setdefault((row.method, row.seed), row.scores)
+            if seen != row.scores:  # two runs of one seed agree only where they are one computation
+                raise SystemExit(f"{label_of(row.method)} has split seed {row.seed} twice with other scores; "
+                                 "give each seed once (Retrain and the Original may repeat where they score the same).")
             gaps[row.method][row.seed] = row.avg_gap
     if len(settings) != 1:
         raise SystemExit(f"The files hold more than one setting: {sorted(settings)}.")

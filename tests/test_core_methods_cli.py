@@ -178,7 +178,7 @@ def test_joining_seed_runs_keeps_every_seed_against_its_own_retrain(two_seed_ben
 def test_paired_seeds_pairs_every_method_with_the_chosen_one_seed_by_seed(two_seed_benchmark, tmp_path, capsys):
     """benchmarks/paired_seeds.py: each other method's Avg.Gap minus the chosen method's, paired by split seed across
     the files (one per seed here), as mean ± standard error with the seeds where the chosen one is lower; Retrain
-    is no row, and a seed given twice is refused."""
+    is no row, and a method's seed given twice is refused unless it scores the same."""
     paired = _benchmark_script("paired_seeds")
     files = [str(write_outputs(dataclasses.replace(two_seed_benchmark, rows=[r for r in two_seed_benchmark.rows
                                                                               if r.seed == seed]),
@@ -192,8 +192,14 @@ def test_paired_seeds_pairs_every_method_with_the_chosen_one_seed_by_seed(two_se
     assert rows[1][1:] == ["0,1", f"{(original[0] + original[1]) / 2:.2f}", f"{(ft[0] + ft[1]) / 2:.2f}",
                            f"{sum(differences) / 2:+.2f} ± {abs(differences[0] - differences[1]) / 2:.2f}",
                            rows[1][5], f"{sum(ft[s] < original[s] for s in (0, 1))} of 2"]
-    with pytest.raises(SystemExit, match="twice"):
-        paired.main([files[0], files[0]])
+    paired.main(["--method", "ft", *files, files[0]])  # a row repeated with the same scores: one computation
+    assert [line.strip(" |").split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ")] == rows
+    other_ft = dataclasses.replace(two_seed_benchmark, rows=[
+        dataclasses.replace(r, scores={**r.scores, "UA": r.scores["UA"] + 1}) if r.method == "ft" else r
+        for r in two_seed_benchmark.rows if r.seed == 0])
+    with pytest.raises(SystemExit, match="twice with other scores"):
+        paired.main([*files, str(write_outputs(other_ft, tmp_path / "other")[1])])
 
 
 def test_class_summary_reads_each_class_table_as_bench_scored_it(digits_workspace, tmp_path, capsys):
