@@ -4,10 +4,12 @@
 
 The bench table gives each method's mean ± standard deviation over seeds; two methods whose spreads overlap
 may still differ on every seed, since both run on the same splits. This pairs every other method's Avg.Gap
-with ``--method``'s on each split seed both have (the files are bench JSON of one setting, for example
-seeds 0-2 of every method and further seeds of a few; each row is already scored against its own seed's
-Retrain, and a row two files share must score the same in both, as Retrain does run again on one machine), and prints the mean difference with its standard error, Student's t and the seeds where
-``--method`` is lower. The untouched original is a row like any other.
+with ``--method``'s on each split seed both have, and prints the mean difference with its standard error,
+Student's t and the seeds where ``--method`` is lower. The untouched original is a row like any other.
+
+The files are bench JSON of one setting, for example seeds 0-2 of every method and further seeds of a few.
+Each row is already scored against its own seed's Retrain. A row two files share (Retrain and the Original
+of a seed both runs have) must score the same in both, as it does when both ran on one machine.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def paired_table(gaps: dict[str, dict[int, float]], method: str) -> str:
         seeds = sorted(ours.keys() & theirs.keys(), key=int)
         gain = paired_gain({s: theirs[s] for s in seeds}, {s: ours[s] for s in seeds})
         if gain is None:
-            lines.append(f"| {label_of(other)} | {len(seeds)} | — | — | — | — | — |")
+            lines.append(f"| {label_of(other)} | {','.join(seeds) or '—'} | — | — | — | — | — |")
             continue
         mean, se = gain
         t = f"{mean / se:.2f}" if se > 0 else "—"

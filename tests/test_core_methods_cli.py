@@ -188,10 +188,10 @@ def test_paired_seeds_pairs_every_method_with_the_chosen_one_seed_by_seed(two_se
     assert [row[0] for row in rows[1:]] == [ORIGINAL_LABEL]
     ft, original = ({r.seed: r.avg_gap for r in two_seed_benchmark.of(m)} for m in ("ft", "original"))
     differences = [original[s] - ft[s] for s in (0, 1)]
-    # two seeds: the standard error of the mean difference is half their distance
+    mean, error = sum(differences) / 2, abs(differences[0] - differences[1]) / 2  # two seeds: SE = half the distance
     assert rows[1][1:] == ["0,1", f"{(original[0] + original[1]) / 2:.2f}", f"{(ft[0] + ft[1]) / 2:.2f}",
-                           f"{sum(differences) / 2:+.2f} ± {abs(differences[0] - differences[1]) / 2:.2f}",
-                           rows[1][5], f"{sum(ft[s] < original[s] for s in (0, 1))} of 2"]
+                           f"{mean:+.2f} ± {error:.2f}", f"{mean / error:.2f}",
+                           f"{sum(ft[s] < original[s] for s in (0, 1))} of 2"]
     paired.main(["--method", "ft", *files, files[0]])  # a row repeated with the same scores: one computation
     assert [line.strip(" |").split(" | ") for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ")] == rows
