@@ -15,31 +15,17 @@ of a seed both runs have) must score the same in both, as it does when both ran 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
-
-from benchmarks.class_summary import check_complete
-from wsscl_core.bench import REFERENCE, label_of, read_outputs
+from benchmarks.paired_runs import gaps_by_setting
+from wsscl_core.bench import REFERENCE, label_of
 from wsscl_core.tune import paired_gain
 
 
 def gaps_by_method(paths: list[str]) -> tuple[str, dict[str, dict[int, float]]]:
     """The forget set and method → split seed → Avg.Gap, from complete bench JSON files of one setting."""
-    gaps: dict[str, dict[int, float]] = defaultdict(dict)
-    scores: dict[tuple[str, int], dict[str, float]] = {}
-    settings = set()
-    for path in paths:
-        result = read_outputs(path)
-        check_complete(path, result)
-        settings.add((result.forget, result.dataset, result.model))
-        for row in result.rows:
-            seen = scores.setdefault((row.method, row.seed), row.scores)
-            if seen != row.scores:  # two runs of one seed agree only where they are one computation
-                raise SystemExit(f"{label_of(row.method)} has split seed {row.seed} twice with other scores; "
-                                 "give each seed once (Retrain and the Original may repeat where they score the same).")
-            gaps[row.method][row.seed] = row.avg_gap
-    if len(settings) != 1:
-        raise SystemExit(f"The files hold more than one setting: {sorted(settings)}.")
-    return settings.pop()[0], gaps
+    by_setting = gaps_by_setting(paths)
+    if len(by_setting) != 1:
+        raise SystemExit(f"The files hold more than one forget set: {sorted(by_setting)}.")
+    return next(iter(by_setting.items()))
 
 
 def paired_table(gaps: dict[str, dict[int, float]], method: str) -> str:
