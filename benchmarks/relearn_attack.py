@@ -10,9 +10,10 @@ the same unlearned model): batch 32, the original recipe's momentum and weight d
 at which the attack leaves the untouched original's kept-class validation accuracy within 1 point after 1 to 10
 epochs (classes 0 and 7 of the shipped original, seed 0; ``--methods "" --lr-fraction F`` scores the original
 rows alone): an attack that wrecks the model tells nothing of what it remembers. After each budget the forgotten
-class's validation images, the rest of D_f and the kept classes' validation images are scored. Retrain never learnt the class, so how much of it Retrain gets from these images is
-the target; a model that only hides the class (the masked original, ``benchmarks/output_masking.py``) or keeps
-it in its features (``benchmarks/feature_probe.py``) gets it back sooner. On a random forget set the attacker
+class's validation images, the rest of D_f and the kept classes' validation images are scored. Retrain never
+learnt the class, so how much of it Retrain gets from these images is the target; a model that only hides the
+class (the masked original, ``benchmarks/output_masking.py``) or keeps it in its features
+(``benchmarks/feature_probe.py``) gets it back sooner. On a random forget set the attacker
 holds ``--shots`` images of D_f and as many of each class from D_r, and every validation image is scored with
 the rest of D_f: Retrain knows the rest of D_f about as well as unseen images, the original has memorised it,
 and a run that still holds it scores the rest of D_f above the validation images after the attack. Runs are the
