@@ -4,11 +4,13 @@ import copy
 import dataclasses
 import json
 import re
+import sys
 import threading
 
 import pytest
 import torch
 
+from wsscl_core import engine
 from wsscl_core.__main__ import main
 from wsscl_core.bench import per_class_markdown, read_outputs, run_benchmark, table_markdown, write_outputs
 from wsscl_core.checkpoints import save_checkpoint
@@ -16,7 +18,7 @@ from wsscl_core.data import ForgetSpec, make_forget_split
 from wsscl_core.errors import RunCancelled, WssclError
 from wsscl_core.methods import make_config, run_unlearning
 from wsscl_core.metrics import accuracy, avg_gap, evaluate, predict_logits
-from wsscl_core.runs import ORIGINAL_LABEL, score
+from wsscl_core.runs import ORIGINAL_LABEL, RunRequest, run, score
 from wsscl_core.workspace import open_workspace
 
 
@@ -112,6 +114,7 @@ def _benchmark_script(name: str):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as importlib's recipe does: a dataclass in the script looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -375,6 +378,29 @@ def test_relearn_attack_teaches_the_class_back_from_its_few_images_only(digits_w
     val = ws.data.holdout("val")
     assert list(untouched) == ["val", "rest_of_forget"]
     assert untouched["val"] == pytest.approx(accuracy(predict_logits(ws.original, val.images), val.labels), abs=1e-4)
+
+
+def test_run_trajectory_reads_every_epoch_and_leaves_the_run_as_it_was(digits_workspace):
+    """benchmarks/run_trajectory.py: one line per epoch of every phase (none for the saliency mask's gradients),
+    the last one the final model's accuracies; the traced run scores exactly as the untraced one, and a variant
+    runs with its values. The engine's report interval is put back."""
+    script = _benchmark_script("run_trajectory")
+    ws = digits_workspace
+    lines: list[str] = []
+    every_s = engine.REPORT_EVERY_S
+    retrain, traced, _ = script.trace_runs(ws, "salun", "random:0.1", 0, "val", [{"epochs": "2"}], emit=lines.append)
+    assert engine.REPORT_EVERY_S == every_s
+    defaults, variant = (block.splitlines() for block in "\n".join(lines).split("\n-- ")[1:])
+    epochs = make_config("salun", None, "random").epochs
+    assert [row.split()[2] for row in defaults[1:-1]] == [f"{e}/{epochs}" for e in range(1, epochs + 1)]
+    assert [row.split()[2] for row in variant[1:-1]] == ["1/2", "2/2"] and "'epochs': '2'" in variant[0]
+    plain = run(ws, RunRequest.parse("salun", "random:0.1", None, 0, "val")).evaluation
+    assert traced.scores() == plain.scores()
+    last = dict(zip(defaults[-2].split()[3:9:2], map(float, defaults[-2].split()[4:9:2])))
+    assert last == pytest.approx({"forget": 100 - plain.UA, "retain": plain.RA, "val": plain.TA}, abs=0.006)
+    assert defaults[-1] == (f"SalUn: UA {plain.UA:.2f}  RA {plain.RA:.2f}  TA {plain.TA:.2f}  MIA {plain.MIA:.2f}  "
+                            f"MIA_AUC {plain.MIA_AUC:.2f}  Avg.Gap {avg_gap(plain.scores(), retrain.scores()):.2f}")
+    assert variant[-1] != defaults[-1]
 
 
 def test_reset_refit_probe_reinitialises_only_the_named_weights_and_all_of_them_is_retrain(digits_workspace):

@@ -144,6 +144,14 @@ class Evaluation:
                 "confusion_test": self.confusion_test.tolist(), "forget_classes": list(self.forget_classes)}
 
 
+def retain_eval_indices(split: ForgetSplit, seed: int, max_retain_eval: int | None) -> torch.Tensor:
+    """The retain samples RA is scored on: all of them, or a fixed random ``max_retain_eval`` of them."""
+    if max_retain_eval is None or len(split.retain) <= max_retain_eval:
+        return split.retain
+    g = torch.Generator().manual_seed(seed)
+    return split.retain[torch.randperm(len(split.retain), generator=g)[:max_retain_eval]]
+
+
 def evaluate(model: nn.Module, data: Dataset, split: ForgetSplit, *, seed: int = 0,
              max_retain_eval: int | None = None, holdout: Holdout = "test") -> Evaluation:
     """UA, RA, TA, MIA-efficacy and the loss-threshold AUC of ``model`` for ``split`` (no augmentation).
@@ -154,10 +162,7 @@ def evaluate(model: nn.Module, data: Dataset, split: ForgetSplit, *, seed: int =
     """
     train: ImageSet = data.train
     held_out = data.holdout(holdout)
-    retain_idx = split.retain
-    if max_retain_eval is not None and len(retain_idx) > max_retain_eval:
-        g = torch.Generator().manual_seed(seed)
-        retain_idx = retain_idx[torch.randperm(len(retain_idx), generator=g)[:max_retain_eval]]
+    retain_idx = retain_eval_indices(split, seed, max_retain_eval)
     f_idx, r_idx = split.forget.to(train.images.device), retain_idx.to(train.images.device)
     logits_f = predict_logits(model, train.images[f_idx])
     logits_r = predict_logits(model, train.images[r_idx])
