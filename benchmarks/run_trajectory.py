@@ -23,7 +23,8 @@ import torch
 from wsscl_core import engine
 from wsscl_core.data import Holdout
 from wsscl_core.engine import ProgressEvent
-from wsscl_core.methods import UnlearnContext, get_method, run_unlearning
+from wsscl_core.errors import WssclError
+from wsscl_core.methods import UnlearnContext, run_unlearning
 from wsscl_core.metrics import Evaluation, accuracy, avg_gap, predict_logits, retain_eval_indices
 from wsscl_core.models import Classifier
 from wsscl_core.runs import ORIGINAL_LABEL, RETAIN_EVAL, RunRequest, original_result, prepare, run, score
@@ -106,10 +107,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the method once more with these values changed (after its defaults; repeatable)")
     p.add_argument("--checkpoint", default=None, help="an original other than the shipped one")
     args = p.parse_args(argv)
-    get_method(args.method)
-    variants = [dict(item.split("=", 1) for item in variant.split(",")) for variant in args.variant]
-    trace_runs(open_workspace(args.checkpoint, device="cpu"), args.method, args.forget, args.seed, args.holdout,
-               variants, emit=lambda text: print(text, flush=True))
+    items = [[item.split("=", 1) for item in variant.split(",")] for variant in args.variant]
+    if any(len(pair) != 2 for variant in items for pair in variant):
+        p.error("--variant expects KEY=VALUE pairs separated by commas, e.g. schedule=cosine,stage2_lr=0.01")
+    variants = [dict(variant) for variant in items]
+    try:
+        trace_runs(open_workspace(args.checkpoint, device="cpu"), args.method, args.forget, args.seed, args.holdout,
+                   variants, emit=lambda text: print(text, flush=True))
+    except WssclError as exc:  # an unknown method or value: the library's message, not a traceback
+        p.error(str(exc))
     return 0
 
 
