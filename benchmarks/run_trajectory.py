@@ -20,7 +20,6 @@ from typing import Callable
 
 import torch
 
-from wsscl_core import engine
 from wsscl_core.data import Holdout
 from wsscl_core.engine import ProgressEvent
 from wsscl_core.errors import WssclError
@@ -79,19 +78,11 @@ def trace_runs(ws: Workspace, method: str, forget: str, seed: int, holdout: Hold
         ctx = TracingContext(ws.original, ws.data, split, ws.model_name, ws.recipe, seed)
 
         def on_progress(event: ProgressEvent, ctx: TracingContext = ctx) -> None:
-            if event.phase == "saliency":  # the mask's gradients, before any training
-                return
-            per_epoch = event.total_steps // max(event.epochs, 1)
-            epoch_end = event.kind == "step" and per_epoch and event.step % per_epoch == 0
-            if epoch_end or event.kind == "phase_end" and "stopped_at_step" in event.metrics:
-                emit(line(f"{event.phase} epoch {event.step // max(per_epoch, 1)}/{event.epochs}", ctx.traced[-1]))
+            if event.kind == "epoch_end" or event.kind == "phase_end" and "stopped_at_step" in event.metrics:
+                emit(line(f"{event.phase} epoch {event.epoch}/{event.epochs}", ctx.traced[-1]))
 
         ctx.on_progress = on_progress
-        every_s, engine.REPORT_EVERY_S = engine.REPORT_EVERY_S, 0.0  # a step event after every step
-        try:
-            outcome = run_unlearning(method, ctx, run_prepared.config)
-        finally:
-            engine.REPORT_EVERY_S = every_s
+        outcome = run_unlearning(method, ctx, run_prepared.config)
         evaluations.append(score(ws, outcome.model, split, seed, holdout))
         emit(summary(run_prepared.label, evaluations[-1]))
     return evaluations

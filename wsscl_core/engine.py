@@ -227,9 +227,10 @@ def _round_images(r: Round, default_bs: int) -> int:
 
 @dataclass
 class ProgressEvent:
-    """One progress report. ``kind`` is ``step`` while training, ``phase_end`` / ``end`` at boundaries."""
+    """One progress report. ``kind`` is ``step`` while training, ``epoch_end`` after each full epoch (a point
+    to read the model at), ``phase_end`` / ``end`` at boundaries."""
 
-    kind: Literal["start", "step", "phase_end", "end"]
+    kind: Literal["start", "step", "epoch_end", "phase_end", "end"]
     phase: str
     phase_label: str
     phase_index: int
@@ -364,13 +365,15 @@ class _Trainer:
         self.meter = _Meter()
 
     def emit(self, kind: str, phase: Phase, index: int, epoch: int, step: int) -> None:
-        """Read the meter, refuse a diverged run, and report."""
+        """Read the meter, refuse a diverged run, and report. An epoch's end leaves the loss window to the next
+        step report, so the live charts' points stay as they are."""
         losses, acc = self.meter.read()
         for k, v in losses.items():
             if not math.isfinite(v):
                 raise RunDiverged(f"Training diverged in '{phase.label}' ({k} = {v}); nothing was kept. "
                                   "Try a smaller learning rate.")
-        self.meter.reset_losses()
+        if kind != "epoch_end":
+            self.meter.reset_losses()
         if self.on_progress is not None:
             total = phase.total_steps()
             self.on_progress(progress_event(
@@ -414,6 +417,7 @@ class _Trainer:
                     break
             if self.stop_metrics or (check is not None and self._stopped(check, step)):
                 break
+            self.emit("epoch_end", phase, index, epoch + 1, step)
         self.emit("phase_end", phase, index, epoch + 1 if self.stop_metrics else phase.epochs, step)
         if index == len(self.phases) - 1:
             self.emit("end", phase, index, phase.epochs, step)
