@@ -26,8 +26,8 @@ from wsscl_core.bench import REFERENCE, BenchResult, per_class_markdown, read_ou
 
 
 def _check_same_setting(results: list[BenchResult]) -> None:
-    if len({(r.forget, r.dataset, r.model) for r in results}) > 1:
-        raise SystemExit("The runs are not of the same dataset, model and forget set.")
+    if len({(r.forget, r.dataset, r.model, r.holdout) for r in results}) > 1:
+        raise SystemExit("The runs are not of the same dataset, model, forget set and held-out images.")
 
 
 def merge(base: BenchResult, rerun: BenchResult, only: set[str] | None = None) -> BenchResult:
@@ -45,7 +45,7 @@ def merge(base: BenchResult, rerun: BenchResult, only: set[str] | None = None) -
     order = base.methods() + [m for m in rerun.methods() if m not in base.methods()]
     rows += [r for r in rerun.rows if r.method in replaced]
     rows.sort(key=lambda r: order.index(r.method))
-    return BenchResult(base.forget, base.dataset, base.model, rows, base.classes)
+    return BenchResult(base.forget, base.dataset, base.model, rows, base.classes, base.holdout)
 
 
 def join_seeds(parts: list[BenchResult], finished_only: bool = False) -> BenchResult:
@@ -56,7 +56,7 @@ def join_seeds(parts: list[BenchResult], finished_only: bool = False) -> BenchRe
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"A seed appears in more than one run ({sorted(seeds)}).")
     joined = BenchResult(parts[0].forget, parts[0].dataset, parts[0].model, [r for p in parts for r in p.rows],
-                         parts[0].classes)
+                         parts[0].classes, parts[0].holdout)
     short = joined.short_of_retrain()
     if short and not finished_only:
         raise SystemExit("The runs have other methods (a run was cut off?): a mean would be over other seeds.")

@@ -21,9 +21,9 @@ from wsscl_core.bench import REFERENCE, BenchResult, label_of, read_outputs
 
 
 def gaps_by_setting(paths: list[str]) -> dict[str, dict[str, dict[int, float]]]:
-    """forget set → method → split seed → Avg.Gap, from complete bench JSON files of one dataset and model. A row
-    two files share (Retrain and the Original of a seed both runs have) must score the same in both, as it does
-    when both ran on one machine; otherwise the files are refused."""
+    """forget set (and held-out images) → method → split seed → Avg.Gap, from complete bench JSON files of one
+    dataset and model. A row two files share (Retrain and the Original of a seed both runs have) must score the
+    same in both, as it does when both ran on one machine; otherwise the files are refused."""
     out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     scores: dict[tuple[str, str, int], dict[str, float]] = {}
     originals = set()
@@ -31,11 +31,13 @@ def gaps_by_setting(paths: list[str]) -> dict[str, dict[str, dict[int, float]]]:
         result: BenchResult = read_outputs(path)
         check_complete(path, result)
         originals.add((result.dataset, result.model))
+        # scores on validation images are another setting than the same splits scored on the test set
+        setting = result.forget + (" (validation images)" if result.holdout == "val" else "")
         for row in result.rows:
-            if scores.setdefault((result.forget, row.method, row.seed), row.scores) != row.scores:
-                raise SystemExit(f"{label_of(row.method)} has split seed {row.seed} of {result.forget} twice with "
+            if scores.setdefault((setting, row.method, row.seed), row.scores) != row.scores:
+                raise SystemExit(f"{label_of(row.method)} has split seed {row.seed} of {setting} twice with "
                                  "other scores; give each seed once.")
-            out[result.forget][row.method][row.seed] = row.avg_gap
+            out[setting][row.method][row.seed] = row.avg_gap
     if len(originals) > 1:
         raise SystemExit(f"The files are of more than one dataset and model: {sorted(originals)}.")
     return out

@@ -144,6 +144,33 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
         merger.merge(base, other)
 
 
+def test_bench_on_validation_images_says_so_and_never_mixes_with_the_test_set(digits_trained, digits_workspace,
+                                                                             tmp_path, capsys):
+    """``bench --holdout val`` (checks on tuning splits): every row is scored on the validation images, the files
+    say so and do not take the name of the test-set table's, and no merge or pairing mixes the two."""
+    model, meta = digits_trained
+    ckpt = save_checkpoint(tmp_path / "orig.pt", model, meta)
+    out = tmp_path / "val"
+    assert main(["bench", "--checkpoint", str(ckpt), "--methods", "ft", "--set", "ft.epochs=1", "--seed", "100",
+                 "--holdout", "val", "--device", "cpu", "--out-dir", str(out)]) == 0
+    assert "validation images" in capsys.readouterr().out.splitlines()[-2]
+    [json_path] = out.glob("*.json")
+    assert json_path.name.endswith("_val.json")
+    val = read_outputs(json_path)
+    assert val.holdout == "val"
+    ws = digits_workspace
+    split = make_forget_split(ws.data.train.labels, ForgetSpec.parse("random:0.1", 100), ws.data.num_classes)
+    original = val.of("original")[0].scores
+    assert original == score(ws, ws.original, split, 100, "val").scores()
+    assert original["TA"] != score(ws, ws.original, split, 100).scores()["TA"]
+    on_test = dataclasses.replace(val, holdout="test")  # the same split scored on the test set
+    with pytest.raises(SystemExit, match="held-out images"):
+        _benchmark_script("merge_bench_rows").merge(on_test, val)
+    test_json = write_outputs(on_test, tmp_path / "test")[1]
+    with pytest.raises(SystemExit, match="more than one forget set"):
+        _benchmark_script("paired_seeds").gaps_by_method([str(test_json), str(json_path)])
+
+
 @pytest.fixture(scope="module")
 def two_seed_benchmark(digits, digits_checkpoint):
     """Retrain, the untouched original and one-epoch FT on random 10 % of the digits, split seeds 0 and 1."""

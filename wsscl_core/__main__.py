@@ -21,7 +21,7 @@ from typing import Any, get_args
 from .bench import (BenchResult, check_benchmark, label_of, per_class_markdown, resolve_methods, run_benchmark,
                     table_markdown, write_outputs)
 from .checkpoints import save_checkpoint
-from .data import DATASETS, DEFAULT_DATASET, dataset_names, load_dataset
+from .data import DATASETS, DEFAULT_DATASET, HOLDOUTS, dataset_names, load_dataset
 from .engine import RECIPES, ProgressEvent, Schedule, TrainRecipe
 from .errors import WssclError
 from .fileio import atomic_write_text, check_output_dir, check_output_paths
@@ -146,7 +146,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     methods = resolve_methods(args.methods)
     overrides = bench_overrides(args.set)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    check_benchmark(methods, args.forget, seeds, overrides)
+    check_benchmark(methods, args.forget, seeds, overrides, args.holdout)
     check_output_dir(args.out_dir, "--out-dir")
     ws = open_workspace(args.checkpoint, args.dataset, device=args.device, data_root=args.data_root)
     cancel = _cancel_on_interrupt()
@@ -159,7 +159,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
               f"({len(partial.rows)} rows in {paths[-1]})", file=sys.stderr, flush=True)
 
     result = run_benchmark(ws, methods, args.forget, seeds, overrides,
-                           progress_for=lambda m, s: ProgressBar(f"{m} s{s} "), cancel=cancel, on_row=keep_rows)
+                           progress_for=lambda m, s: ProgressBar(f"{m} s{s} "), cancel=cancel, holdout=args.holdout,
+                           on_row=keep_rows)
     print(table_markdown(result))
     if args.forget.startswith("class"):
         print()
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
     b.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE", help="override a hyperparameter")
     b.add_argument("--out-dir", default="bench-results", help="where the CSV/JSON files go")
+    b.add_argument("--holdout", default="test", choices=list(HOLDOUTS),
+                   help="held-out images for TA and the attacks: the reported test set, or validation images "
+                        "(val: checks on tuning splits, --seed 100 and up; files end in _val)")
     common(b)
     b.set_defaults(fn=cmd_bench)
 

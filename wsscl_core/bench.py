@@ -52,6 +52,9 @@ class BenchResult:
     model: str
     rows: list[BenchRow]
     classes: list[str]
+    # the images TA, MIA and the loss attack are scored on: the reported test set, or validation images
+    # ("val", for checks on tuning splits that no table reports)
+    holdout: Holdout = "test"
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(r.method for r in self.rows))
@@ -119,7 +122,7 @@ def run_benchmark(ws: Workspace, methods: list[str], forget: str, seeds: list[in
     ``on_row`` receives the table so far after every finished row, so a long benchmark that is stopped
     or cut off keeps the rows it finished.
     """
-    result = BenchResult(forget, ws.data.name, ws.model_name, [], list(ws.data.classes))
+    result = BenchResult(forget, ws.data.name, ws.model_name, [], list(ws.data.classes), holdout)
 
     def add(row: BenchRow) -> None:
         result.rows.append(row)
@@ -184,7 +187,9 @@ def table_markdown(result: BenchResult) -> str:
     lines.append("")
     lines.append(f"{result.dataset}, model {result.model}, forget {result.forget}, seeds {seeds}; "
                  "mean ± std over seeds, (gap to Retrain) in brackets; UA, RA, TA, MIA and Avg.Gap in %, "
-                 "loss-attack AUC as a fraction (Retrain's value is the target).")
+                 "loss-attack AUC as a fraction (Retrain's value is the target)."
+                 + (" Held-out images: validation images, not the reported test set (a check on tuning splits)."
+                    if result.holdout == "val" else ""))
     lines.append(f"{FAILED_MARK} = Avg.Gap not below the Original row: the method failed on this setting"
                  + (f" ({', '.join(failed)})." if failed else " (none did)."))
     return "\n".join(lines)
@@ -210,13 +215,15 @@ def read_outputs(json_path: str | Path) -> BenchResult:
     """A benchmark back from the JSON that :func:`write_outputs` wrote, to merge or summarise it."""
     document = json.loads(Path(json_path).read_text())
     return BenchResult(document["forget"], document["dataset"], document["model"],
-                       [BenchRow(**row) for row in document["rows"]], document["classes"])
+                       [BenchRow(**row) for row in document["rows"]], document["classes"],
+                       document.get("holdout", "test"))  # files written before the field scored on the test set
 
 
 def write_outputs(result: BenchResult, out_dir: str | Path) -> list[Path]:
     """Per-seed rows as CSV and everything as JSON, written together atomically."""
     out = Path(out_dir)
     stem = f"{result.dataset}_{result.model}_{result.forget.replace(':', '-').replace(',', '_')}"
+    stem += "_val" if result.holdout == "val" else ""  # never in place of a table's files
     csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
     table = io.StringIO()
     w = csv.writer(table)
@@ -226,5 +233,6 @@ def write_outputs(result: BenchResult, out_dir: str | Path) -> list[Path]:
         w.writerow([r.method, r.seed, *(f"{r.scores[k]:.4f}" for k in METRIC_KEYS),
                     *(f"{r.scores.get(k, float('nan')):.4f}" for k in extra), f"{r.avg_gap:.4f}", f"{r.rte_s:.3f}"])
     document = json.dumps({"forget": result.forget, "dataset": result.dataset, "model": result.model,
-                           "classes": result.classes, "rows": [r.__dict__ for r in result.rows]}, indent=1)
+                           "classes": result.classes, "holdout": result.holdout,
+                           "rows": [r.__dict__ for r in result.rows]}, indent=1)
     return atomic_write_files([(csv_path, table.getvalue()), (json_path, document)])
