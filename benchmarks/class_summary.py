@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     tables = [read_outputs(path) for path in args.files]
     for path, table in zip(args.files, tables):
         check_complete(path, table)
+    if len({t.holdout for t in tables}) > 1:
+        raise SystemExit("Some files are scored on validation images and some on the test set; give one kind.")
     labels = [t.forget.split(":", 1)[1] for t in tables]
     methods = [m for m in dict.fromkeys(m for t in tables for m in t.methods()) if m != REFERENCE]
     head = ["Method", *(f"UA {c}" for c in labels), *(f"kept TA − Retrain, {c}" for c in labels),
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {label_of(method)} | " + " | ".join([*(f"{v:.2f}" for v in ua), *(f"{v:+.2f}" for v in kept),
                                                      *(f"{v:.2f}" for v in gaps), f"{np.mean(gaps):.2f}"]) + " |")
     seeds = sorted({r.seed for t in tables for r in t.rows})
-    print(f"\n{tables[0].dataset}, model {tables[0].model}, seeds {seeds}; means over seeds, in %.")
+    held_out = "; held-out images: validation images" if tables[0].holdout == "val" else ""
+    print(f"\n{tables[0].dataset}, model {tables[0].model}, seeds {seeds}{held_out}; means over seeds, in %.")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{path} forgets {result.forget}: selectivity is for random forget sets.")
     for result in results:
         seeds = sorted(r.seed for r in result.of(REFERENCE))
-        print(f"\n{result.dataset}, {result.model}, forget {result.forget}, seeds {seeds}\n")
+        held_out = ", validation images" if result.holdout == "val" else ""
+        print(f"\n{result.dataset}, {result.model}, forget {result.forget}, seeds {seeds}{held_out}\n")
         print(selectivity_table(result))
 
 

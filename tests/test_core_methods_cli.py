@@ -169,6 +169,8 @@ def test_bench_on_validation_images_says_so_and_never_mixes_with_the_test_set(di
     test_json = write_outputs(on_test, tmp_path / "test")[1]
     with pytest.raises(SystemExit, match="more than one forget set"):
         _benchmark_script("paired_seeds").gaps_by_method([str(test_json), str(json_path)])
+    with pytest.raises(SystemExit, match="validation images and some on the test set"):
+        _benchmark_script("class_summary").main([str(test_json), str(json_path)])
 
 
 @pytest.fixture(scope="module")
