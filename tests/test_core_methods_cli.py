@@ -147,7 +147,7 @@ def test_merging_a_rerun_replaces_its_methods_rows_only_on_the_same_retrain(digi
 def test_bench_on_validation_images_says_so_and_never_mixes_with_the_test_set(digits_trained, digits_workspace,
                                                                              tmp_path, capsys):
     """``bench --holdout val`` (checks on tuning splits): every row is scored on the validation images, the files
-    say so and do not take the name of the test-set table's, and no merge or pairing mixes the two."""
+    say so and do not take the name of the test-set table's, and no merge, pairing or class summary mixes the two."""
     model, meta = digits_trained
     ckpt = save_checkpoint(tmp_path / "orig.pt", model, meta)
     out = tmp_path / "val"
