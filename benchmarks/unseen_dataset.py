@@ -39,6 +39,7 @@ import json
 import sys
 import tarfile
 import zipfile
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
@@ -183,6 +184,8 @@ def main() -> None:
                         help="test images per class (fashion-mnist-small, cifar10-subset)")
     parser.add_argument("--batching", choices=get_args(Batching), default="even",
                         help="the original's recipe's batches (ragged: as every original before even batches)")
+    parser.add_argument("--original", help="checkpoint file: trained and written there when missing, read when "
+                        "present, so several benchmarks on one source share one original")
     parser.add_argument("--forget", default="random:0.1")
     parser.add_argument("--methods", default="all")
     parser.add_argument("--seeds", type=int, default=3)
@@ -194,12 +197,19 @@ def main() -> None:
     if args.per_class is None:
         args.per_class = 1000 if args.source == "cifar10-subset" else 100
     data = load_source(args)
-    model, meta = train_original(data, "compact", TrainRecipe(batching=args.batching), seed=0, device="cpu",
-                                 on_progress=ProgressBar("original "))
+    if args.original and Path(args.original).is_file():
+        checkpoint = Path(args.original).read_bytes()  # open_workspace refuses one trained on other data
+    else:
+        model, meta = train_original(data, "compact", TrainRecipe(batching=args.batching), seed=0, device="cpu",
+                                     on_progress=ProgressBar("original "))
+        checkpoint = checkpoint_bytes(model, meta)
+        if args.original:
+            Path(args.original).write_bytes(checkpoint)
+    ws = open_workspace(checkpoint, data, device="cpu")
+    meta = ws.metadata
     print(f"{data.name}: {len(data.train)} train, {len(data.test)} test images; original train accuracy "
           f"{meta['metrics']['RA']:.2f} %, test {meta['metrics']['TA']:.2f} % after {meta['seconds']:.0f} s",
           flush=True)
-    ws = open_workspace(checkpoint_bytes(model, meta), data, device="cpu")
     result = run_benchmark(ws, resolve_methods(args.methods), args.forget, list(range(args.seeds)),
                            bench_overrides(args.set),
                            progress_for=lambda m, s: ProgressBar(f"{m} s{s} "),
