@@ -188,6 +188,7 @@ def main() -> None:
                         "present, so several benchmarks on one source share one original")
     parser.add_argument("--forget", default="random:0.1")
     parser.add_argument("--methods", default="all")
+    parser.add_argument("--seed", type=int, default=0, help="the first split seed (as bench --seed)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out-dir", default="runs/mnist-5k")
     parser.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
@@ -210,7 +211,8 @@ def main() -> None:
     print(f"{data.name}: {len(data.train)} train, {len(data.test)} test images; original train accuracy "
           f"{meta['metrics']['RA']:.2f} %, test {meta['metrics']['TA']:.2f} % after {meta['seconds']:.0f} s",
           flush=True)
-    result = run_benchmark(ws, resolve_methods(args.methods), args.forget, list(range(args.seeds)),
+    result = run_benchmark(ws, resolve_methods(args.methods), args.forget,
+                           list(range(args.seed, args.seed + args.seeds)),
                            bench_overrides(args.set),
                            progress_for=lambda m, s: ProgressBar(f"{m} s{s} "),
                            on_row=lambda partial: write_outputs(partial, args.out_dir))
