@@ -26,8 +26,9 @@ The defaults were tuned on the Fashion-MNIST subset and scikit-learn's 8x8 digit
   a fixed seed.
 
 Each trains a memorising original with the default recipe (as `python -m wsscl_core train` does; the MNIST
-table in docs/BENCHMARKS.md was measured before even batches, `--batching ragged` repeats it) and runs
-`bench` on it: every method with its defaults, the untouched original as a row.
+table in docs/BENCHMARKS.md was measured before even batches, `--batching ragged` repeats it), or with
+`--original` reads the one an earlier run on the same source wrote, and runs `bench` on it: every method with
+its defaults, the untouched original as a row.
 """
 
 from __future__ import annotations
